@@ -1,0 +1,252 @@
+"""The ``memit`` command line. Bad input ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  memit demo
+  memit edit --model smollm2-135m --requests facts.json --out edited-model/
+  memit edit --model ./my-model --requests cf.json --n 100 --layers 3,4,5,6,7,8 --delta edit.safetensors
+  memit apply --model ./my-model --delta edit.safetensors --out edited-model/
+  memit stats --model smollm2-135m --layers 3,4,5,6,7,8 --corpus ../shared/data/wikipedia_en --tokens 200000
+  memit generate --model edited-model/ "The Eiffel Tower is located in the city of"
+"""
+
+
+class CliError(Exception):
+    pass
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from memit.delta import DeltaError
+    from memit.files import CorruptFileError
+    from memit.methods.memit import EditError
+    from memit.models.arch import UnsupportedModelError
+    from memit.models.loading import ModelLoadError
+    from memit.requests import RequestError
+    from memit.stats import CorpusError
+    from memit.tokens import TokenizationError
+
+    return (CliError, DeltaError, CorruptFileError, EditError, UnsupportedModelError, ModelLoadError,
+            RequestError, CorpusError, TokenizationError)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m",
+                   help="model directory, .gguf file, hub id, or 'smollm2-135m' (default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+
+
+def _hparam_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="hyperparameter preset: gpt-j, gpt2-xl, smollm2-135m")
+    p.add_argument("--hparams", help="JSON file of hyperparameters (may name a 'preset' to start from)")
+    p.add_argument("--layers", help="comma-separated blocks to edit, e.g. 3,4,5,6,7,8")
+    p.add_argument("--lambda", dest="lam", type=float, help="absolute preservation weight λ")
+    p.add_argument("--corpus", help="text for C₀: file, directory, or hf:NAME[:CONFIG[:SPLIT]]")
+    p.add_argument("--stats-tokens", type=int, help="token budget of the statistics pass")
+    p.add_argument("--seed", type=int, help="seed for generated context prefixes")
+
+
+def _parse_layers(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CliError(f"--layers must be comma-separated integers, got {text!r}") from None
+
+
+def _hparams(args, model):
+    from memit.hparams import MemitHyperParams, default_hparams, preset_for
+    from memit.models.arch import get_arch, n_layers
+
+    try:
+        if args.hparams:
+            hp = MemitHyperParams.from_json(args.hparams)
+        elif args.preset:
+            hp = preset_for(args.preset)
+        else:
+            hp = default_hparams(model.config.model_type, n_layers(model, get_arch(model)))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if args.layers:
+        hp.layers = _parse_layers(args.layers)
+    if args.lam is not None:
+        hp.lam = args.lam
+    if args.corpus:
+        hp.stats_corpus = args.corpus
+    if args.stats_tokens:
+        hp.stats_tokens = args.stats_tokens
+    if args.seed is not None:
+        hp.seed = args.seed
+    return hp
+
+
+def _fresh_out(path: str, force: bool, model_spec: str) -> Path:
+    out = Path(path).expanduser()
+    src = Path(model_spec).expanduser()
+    if src.exists() and (out.resolve() == src.resolve() or out.resolve() == src.resolve().parent):
+        raise CliError(f"--out {out} is the model's own location; memit never writes into the input model")
+    if out.exists() and not force:
+        raise CliError(f"--out {out} exists; pass --force to replace it")
+    return out
+
+
+def _save_model(model, tokenizer, out: Path) -> None:
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def _load(args):
+    from memit.models.loading import load_model
+
+    return load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+
+
+def cmd_edit(args) -> None:
+    import memit
+
+    if not args.out and not args.delta:
+        raise CliError("give --out DIR (edited model) or --delta FILE (the weight change only)")
+    out = _fresh_out(args.out, args.force, args.model) if args.out else None
+    if args.delta and Path(args.delta).exists() and not args.force:
+        raise CliError(f"--delta {args.delta} exists; pass --force to replace it")
+    cases = memit.load_cases(args.requests, n=args.n, offset=args.offset)
+    model, tokenizer = _load(args)
+    hp = _hparams(args, model)
+    delta = memit.edit(model, tokenizer, [c.request for c in cases], hp, progress=not args.quiet)
+    if args.delta:
+        delta.save(args.delta, overwrite=True)
+    if out:
+        _save_model(model, tokenizer, out)
+        (out / "memit_edit.json").write_text(json.dumps(delta.meta, indent=1))
+    _print_summary(delta.meta)
+    print(f"saved: {', '.join(str(p) for p in (out, args.delta) if p)}")
+
+
+def _print_summary(meta: dict) -> None:
+    reqs = meta["requests"]
+    t = meta["timings"]
+    print(f"edited {meta['n_requests']} facts, layers {meta['layers']}, λ = {meta['lambda']:.1f}")
+    print(f"  target vectors: {sum(r['converged'] for r in reqs)} converged, "
+          f"{sum(r['clamped'] for r in reqs)} hit the norm clamp, mean final NLL {sum(r['nll'] for r in reqs) / len(reqs):.3f}")
+    for info in meta["layers_info"]:
+        print(f"  layer {info['layer']:3d}: residual {info['resid_norm']:8.3f}   ‖ΔW‖/‖W‖ {info['delta_rel_norm']:.4f}")
+    print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+
+
+def cmd_apply(args) -> None:
+    from memit.delta import load_delta
+
+    out = _fresh_out(args.out, args.force, args.model)
+    delta = load_delta(args.delta)
+    model, tokenizer = _load(args)
+    delta.apply(model, check_fingerprint=not args.no_check)
+    _save_model(model, tokenizer, out)
+    print(f"applied {args.delta} ({len(delta.weights)} weights) and saved {out}")
+
+
+def cmd_stats(args) -> None:
+    from memit.models.arch import get_arch
+    from memit.stats import second_moments
+
+    model, tokenizer = _load(args)
+    hp = _hparams(args, model)
+    c0 = second_moments(model, tokenizer, get_arch(model), hp.layers, corpus=hp.stats_corpus,
+                        max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens)
+    for layer, c in c0.items():
+        print(f"layer {layer}: C₀ {tuple(c.shape)}, trace {float(c.trace()):.4g}")
+
+
+def cmd_generate(args) -> None:
+    from memit.delta import load_delta
+    from memit.demo import greedy
+
+    model, tokenizer = _load(args)
+    if args.delta:
+        load_delta(args.delta).apply(model)
+    for prompt in args.prompt:
+        print(f"{prompt} {greedy(model, tokenizer, prompt, args.max_new_tokens)}")
+
+
+def cmd_demo(args) -> None:
+    from memit.demo import run_demo
+    from memit.hparams import preset_for
+
+    model, tokenizer = _load(args)
+    result = run_demo(model, tokenizer, preset_for("smollm2-135m") if args.model == "smollm2-135m"
+                      else _hparams(args, model), progress=not args.quiet)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memit", description="Write facts into a language model's weights (MEMIT).",
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("edit", help="edit a model with a file of requests")
+    _model_args(p), _hparam_args(p)
+    p.add_argument("--requests", required=True, help="JSON/JSONL: ours, ROME/CounterFact, EasyEdit or zsRE records")
+    p.add_argument("--n", type=int, help="edit only the first N records (after --offset)")
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--out", help="directory for the edited model (safetensors + tokenizer)")
+    p.add_argument("--delta", help="file for the weight change alone (.safetensors)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out/--delta")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_edit)
+
+    p = sub.add_parser("apply", help="apply a saved delta to a model and save the result")
+    _model_args(p)
+    p.add_argument("--delta", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--no-check", action="store_true", help="apply even if the model fingerprint differs")
+    p.set_defaults(fn=cmd_apply)
+
+    p = sub.add_parser("stats", help="compute and cache the second-moment statistics C₀")
+    _model_args(p), _hparam_args(p)
+    p.set_defaults(fn=cmd_stats)
+
+    p = sub.add_parser("generate", help="greedy continuation of prompts")
+    _model_args(p)
+    p.add_argument("prompt", nargs="+")
+    p.add_argument("--delta", help="apply this delta first")
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("demo", help="edit the bundled model with the bundled facts and show before/after")
+    _model_args(p), _hparam_args(p)
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except _known_errors() as e:
+        print(f"memit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("memit: interrupted; nothing was saved", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

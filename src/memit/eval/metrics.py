@@ -1,0 +1,127 @@
+"""The paper's CounterFact and zsRE metrics (MEMIT_SPEC §3).
+
+Each target is scored by the mean per-token NLL of ``" " + target`` after the prompt, teacher
+forced, with logits computed only at the target positions.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import harmonic_mean
+
+import torch
+
+from memit.models.arch import get_arch, logits
+from memit.requests import Case
+from memit.tokens import chunks, encode, pad
+
+
+@torch.no_grad()
+def target_scores(model, tokenizer, pairs: list[tuple[str, str]], batch_tokens: int = 4096
+                  ) -> list[tuple[float, list[bool]]]:
+    """For each (prompt, target): mean per-token NLL, and per target token whether it is the argmax."""
+    arch = get_arch(model)
+    device = next(model.parameters()).device
+    encs = [encode(tokenizer, p, t, where=f"prompt {p!r}") for p, t in pairs]
+    out: list[tuple[float, list[bool]]] = []
+    for rng in chunks([len(e.ids) for e in encs], batch_tokens):
+        part = encs[rng.start: rng.stop]
+        batch = pad([e.ids for e in part], tokenizer.pad_token_id or 0).to(device)
+        hidden = model.base_model(**batch.model_inputs())[0]
+        rows, cols, tgt = [], [], []
+        for r, (e, s) in enumerate(zip(part, batch.shift)):
+            for p, t in zip(e.target_positions, e.ids[e.n_prompt:]):
+                rows.append(r), cols.append(p + s), tgt.append(t)
+        logp = torch.log_softmax(logits(model, arch, hidden[rows, cols]).float(), -1)
+        tgt_t = torch.tensor(tgt, device=device)
+        nll = (-logp[torch.arange(len(tgt)), tgt_t]).tolist()
+        hit = (logp.argmax(-1) == tgt_t).tolist()
+        k = 0
+        for e in part:
+            m = len(e.ids) - e.n_prompt
+            out.append((sum(nll[k: k + m]) / m, hit[k: k + m]))
+            k += m
+    return out
+
+
+def target_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_tokens: int = 4096) -> list[float]:
+    return [nll for nll, _ in target_scores(model, tokenizer, pairs, batch_tokens)]
+
+
+def counterfact_case_scores(model, tokenizer, cases: list[Case], batch_tokens: int = 4096) -> list[dict]:
+    """Per case: NLLs of target_new and target_true on rewrite, paraphrase and neighbour prompts."""
+    pairs, index = [], []
+    for ci, c in enumerate(cases):
+        r = c.request
+        if r.target_true is None:
+            raise ValueError(f"case {ci}: CounterFact metrics need target_true")
+        for kind, prompts in (("rewrite", [r.text]), ("paraphrase", c.paraphrase_prompts),
+                              ("neighborhood", c.neighborhood_prompts)):
+            for p in prompts:
+                for which, t in (("new", r.target_new), ("true", r.target_true)):
+                    pairs.append((p, t))
+                    index.append((ci, kind, which))
+    nlls = target_nll(model, tokenizer, pairs, batch_tokens)
+    per = [{"case_id": c.request.case_id, "rewrite": [], "paraphrase": [], "neighborhood": []} for c in cases]
+    for (ci, kind, which), nll in zip(index, nlls):
+        if which == "new":
+            per[ci][kind].append({"new": nll})
+        else:
+            per[ci][kind][-1]["true"] = nll
+    return per
+
+
+def _rates(items: list[dict], success_if_new: bool) -> tuple[list[float], list[float]]:
+    succ, mag = [], []
+    for it in items:
+        better_new = it["new"] < it["true"]
+        succ.append(float(better_new if success_if_new else not better_new))
+        d = math.exp(-it["new"]) - math.exp(-it["true"])
+        mag.append(d if success_if_new else -d)
+    return succ, mag
+
+
+def counterfact_summary(per_case: list[dict]) -> dict:
+    """ES, PS, NS (success rates, %), EM, PM, NM (probability margins, %), Score (harmonic mean).
+
+    Each rate is averaged over prompts within a case, then over cases, as in the paper.
+    """
+    out = {}
+    for key, kind, new_wins in (("ES", "rewrite", True), ("PS", "paraphrase", True), ("NS", "neighborhood", False)):
+        s_case, m_case = [], []
+        for c in per_case:
+            if c[kind]:
+                s, m = _rates(c[kind], new_wins)
+                s_case.append(sum(s) / len(s))
+                m_case.append(sum(m) / len(m))
+        out[key] = 100 * sum(s_case) / len(s_case) if s_case else float("nan")
+        out[key.replace("S", "M")] = 100 * sum(m_case) / len(m_case) if m_case else float("nan")
+    parts = [out[k] for k in ("ES", "PS", "NS")]
+    out["Score"] = harmonic_mean(parts) if all(p > 0 and not math.isnan(p) for p in parts) else 0.0
+    return out
+
+
+def zsre_case_scores(model, tokenizer, cases: list[Case], batch_tokens: int = 4096) -> list[dict]:
+    """Token-level teacher-forced top-1 accuracy on the edit question, its rephrase, and the
+    unrelated ``loc`` question (specificity)."""
+    pairs, index = [], []
+    for ci, c in enumerate(cases):
+        r = c.request
+        pairs.append((r.text, r.target_new)), index.append((ci, "efficacy"))
+        for p in c.paraphrase_prompts:
+            pairs.append((p, r.target_new)), index.append((ci, "paraphrase"))
+        if c.loc_prompt and c.loc_answer:
+            pairs.append((c.loc_prompt, c.loc_answer)), index.append((ci, "specificity"))
+    scores = target_scores(model, tokenizer, pairs, batch_tokens)
+    per = [{"case_id": c.request.case_id} for c in cases]
+    for (ci, kind), (_, hits) in zip(index, scores):
+        per[ci].setdefault(kind, []).append(sum(hits) / len(hits))
+    return per
+
+
+def zsre_summary(per_case: list[dict]) -> dict:
+    out = {}
+    for kind in ("efficacy", "paraphrase", "specificity"):
+        vals = [sum(c[kind]) / len(c[kind]) for c in per_case if c.get(kind)]
+        out[kind] = 100 * sum(vals) / len(vals) if vals else float("nan")
+    return out

@@ -1,0 +1,103 @@
+"""MEMIT hyperparameters: one documented dataclass, plus presets per model.
+
+λ is stored relative to d_ff (``lam_per_dff``) because over the statistics sample
+E[kᵀC₀⁻¹k] = d_ff: the same raw λ weighs preservation ~10× more on a model with 10× smaller
+d_ff (MEMIT_SPEC §6). The paper's GPT-J λ = 15,000 is 15,000 / 16,384 ≈ 0.92 per d_ff.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass
+class MemitHyperParams:
+    layers: list[int] = field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
+    # Preservation weight λ of λC₀ + KKᵀ: λ = lam_per_dff · d_ff, unless ``lam`` is given.
+    lam_per_dff: float = 15_000 / 16_384
+    lam: float | None = None
+    # Target-vector optimisation (MEMIT_SPEC §2.1).
+    v_lr: float = 0.5
+    v_num_grad_steps: int = 25
+    v_loss_threshold: float = 0.05
+    kl_factor: float = 0.0625
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 0.75
+    # Context prefixes put before each prompt; None generates them from the model with ``seed``.
+    prefixes: list[str] | None = None
+    prefix_starts: list[str] = field(default_factory=lambda: ["The", "Therefore", "Because", "I", "You"])
+    prefix_tokens: int = 10
+    seed: int = 0
+    # Second-moment statistics (C₀).
+    stats_corpus: str | None = None  # None: the small corpus bundled with memit
+    stats_tokens: int = 100_000
+    stats_seq_len: int = 256
+    # Forward passes are cut into batches of at most this many (padded) tokens.
+    batch_tokens: int = 4096
+    # Side on which batched prompts are padded; results do not depend on it (tested).
+    padding_side: str = "right"
+
+    def lambda_for(self, d_ff: int) -> float:
+        return float(self.lam) if self.lam is not None else self.lam_per_dff * d_ff
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MemitHyperParams:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> MemitHyperParams:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read hyperparameters ({e})") from None
+        preset = data.pop("preset", None)
+        base = preset_for(preset).to_dict() if preset else {}
+        return cls.from_dict({**base, **data})
+
+
+PRESETS: dict[str, MemitHyperParams] = {
+    # The paper's settings (MEMIT_SPEC §1–2).
+    "gpt-j": MemitHyperParams(layers=[3, 4, 5, 6, 7, 8], lam_per_dff=15_000 / 16_384),
+    "gpt2-xl": MemitHyperParams(layers=[13, 14, 15, 16, 17], lam_per_dff=20_000 / 6_400),
+    # SmolLM2-135M (30 blocks, d_ff 1536): chosen by measurement on counterfact-train, see
+    # docs/presets.md. λ ≈ 1 per d_ff is the paper's GPT-J weight carried over by d_ff.
+    "smollm2-135m": MemitHyperParams(layers=[3, 4, 5, 6, 7, 8], lam_per_dff=1.0, prefixes=[
+        # Sampled prefixes are noise on this model ("The-1998-200. "), so the preset fixes
+        # five plain ones of ~10 tokens with the paper's first words.
+        "The weather was pleasant for most of the day. ",
+        "Therefore, the committee decided to meet again soon. ",
+        "Because of the delay, we arrived later than planned. ",
+        "I read an interesting article this morning. ",
+        "You can find more information in the library. ",
+    ]),
+}
+
+# Which preset a model gets by default, keyed by (model_type, number of blocks).
+DEFAULT_PRESET = {("gptj", 28): "gpt-j", ("gpt2", 48): "gpt2-xl", ("llama", 30): "smollm2-135m"}
+
+
+def preset_for(name: str) -> MemitHyperParams:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return MemitHyperParams.from_dict(PRESETS[name].to_dict())
+
+
+def default_hparams(model_type: str, n_blocks: int) -> MemitHyperParams:
+    """The preset for a known model, else the paper's GPT-J settings on the early layers that exist."""
+    name = DEFAULT_PRESET.get((model_type, n_blocks))
+    if name:
+        return preset_for(name)
+    hp = preset_for("gpt-j")
+    last = max(1, min(8, n_blocks * 8 // 28))
+    first = max(0, last - 5)
+    hp.layers = list(range(first, last + 1))
+    return hp

@@ -1,0 +1,190 @@
+"""MEMIT (Meng et al., ICLR 2023): write many facts into a band of MLP output projections.
+
+The edit is MEMIT_SPEC §2: target vectors at the last edited layer, then for each edited layer
+in order its keys, the residual spread over the layers still to update, and the closed-form
+update Δ = R Kᵀ (λC₀ + KKᵀ)⁻¹ solved in float64.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from memit import hooks
+from memit.delta import Delta
+from memit.fingerprint import model_fingerprint
+from memit.hparams import MemitHyperParams, default_hparams
+from memit.models.arch import Arch, as_math, dims, get_arch, n_layers, out_weight
+from memit.requests import EditRequest, RequestError, check_conflicts, validate
+from memit.stats import second_moments
+from memit.targets import compute_targets, generate_prefixes
+from memit.tokens import TokenizationError, chunks, encode_filled, pad
+
+
+class EditError(ValueError):
+    pass
+
+
+def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> torch.Tensor:
+    """Δ = R Kᵀ (λC₀ + KKᵀ)⁻¹ in float64, by a solve (never an explicit inverse).
+
+    ``resid`` is (d_model, n), ``keys`` (d_ff, n), ``c0`` (d_ff, d_ff); returns (d_model, d_ff).
+    The system is symmetric, so Δ = R · solve(A, K)ᵀ.
+    """
+    k = keys.double()
+    a = lam * c0.double() + k @ k.T
+    return resid.double() @ torch.linalg.solve(a, k).T
+
+
+@torch.no_grad()
+def compute_keys(model, tokenizer, arch: Arch, requests: list[EditRequest], layer: int, z_layer: int,
+                 prefixes: list[str], batch_tokens: int, padding_side: str = "right"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys at ``layer`` averaged over the prefixed prompts (d_ff, n), and the current output of
+    block ``z_layer`` at the subject's last token of the bare prompt (n, d_model)."""
+    device = next(model.parameters()).device
+    per = 1 + len(prefixes)
+    encs = [encode_filled(tokenizer, r.prompt, r.subject, prefix=p) for r in requests for p in ["", *prefixes]]
+    mlp, block = arch.mlp_out_name(layer), arch.block_name(z_layer)
+    keys, cur = [], []
+    for rng in chunks([len(e.ids) for e in encs], batch_tokens, group=per):
+        part = encs[rng.start: rng.stop]
+        batch = pad([e.ids for e in part], tokenizer.pad_token_id or 0, padding_side).to(device)
+        rows = torch.arange(len(part), device=device)
+        cols = torch.tensor([e.subject_last + s for e, s in zip(part, batch.shift)], device=device)
+        with hooks.record(model, [mlp], what="input") as k_in, hooks.record(model, [block], stop=True) as z_out:
+            hooks.run(model.base_model, **batch.model_inputs())
+        k = k_in[mlp][rows, cols].float()
+        keys.append(k.view(-1, per, k.shape[-1]).mean(1))
+        cur.append(z_out[block][rows, cols].float()[::per])
+    return torch.cat(keys).T.cpu(), torch.cat(cur).cpu()
+
+
+def check_layers(layers: list[int], total: int) -> None:
+    if not layers:
+        raise EditError("no layers to edit")
+    bad = [layer for layer in layers if not 0 <= layer < total]
+    if bad:
+        raise EditError(f"layers {bad} out of range: the model has blocks 0..{total - 1}")
+    if sorted(set(layers)) != list(layers):
+        raise EditError(f"layers must be distinct and increasing, got {layers}")
+
+
+def check_requests(tokenizer, requests: list[EditRequest], max_len: int | None) -> None:
+    if not requests:
+        raise RequestError("no requests to edit")
+    for i, r in enumerate(requests):
+        where = f"request {i}" + (f" (case_id {r.case_id})" if r.case_id is not None else "")
+        validate(r, where)
+        try:
+            enc = encode_filled(tokenizer, r.prompt, r.subject, r.target_new, where=where)
+        except TokenizationError as e:
+            raise RequestError(str(e)) from None
+        if max_len and len(enc.ids) > max_len:
+            raise RequestError(f"{where}: field 'prompt' is {len(enc.ids)} tokens, longer than the model's context ({max_len})")
+    check_conflicts(requests)
+
+
+def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams | None = None, *,
+         arch: Arch | dict | None = None, stats: dict[int, torch.Tensor] | None = None,
+         apply: bool = True, progress: bool = True) -> Delta:
+    """Edit ``model`` so it states each request's ``target_new``; return the weight changes.
+
+    With ``apply=True`` (default) the model is left edited and ``delta.revert(model)`` restores it
+    bit-exactly; with ``apply=False`` the model is restored before returning. ``stats`` may hold
+    precomputed C₀ per layer; otherwise they are loaded from the cache or computed.
+    """
+    if not isinstance(arch, Arch):
+        arch = get_arch(model, arch)
+    total = n_layers(model, arch)
+    hp = hparams or default_hparams(model.config.model_type, total)
+    check_layers(hp.layers, total)
+    check_requests(tokenizer, requests, getattr(model.config, "max_position_embeddings", None))
+    _d_model, d_ff = dims(model, arch)
+    lam = hp.lambda_for(d_ff)
+    timings: dict[str, float] = {}
+    fingerprint = model_fingerprint(model)
+
+    t = time.perf_counter()
+    if stats is None or any(layer not in stats for layer in hp.layers):
+        stats = second_moments(model, tokenizer, arch, hp.layers, corpus=hp.stats_corpus,
+                               max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len,
+                               batch_tokens=hp.batch_tokens, progress=progress)
+    timings["stats"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    prefixes = hp.prefixes if hp.prefixes is not None else generate_prefixes(
+        model, tokenizer, hp.prefix_starts, hp.prefix_tokens, hp.seed)
+    timings["prefixes"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    z_layer = hp.layers[-1]
+    targets = compute_targets(model, tokenizer, arch, requests, z_layer, prefixes, hp, progress)
+    timings["targets"] = time.perf_counter() - t
+    if not torch.isfinite(targets.z).all():
+        raise EditError(f"target vectors at layer {z_layer} are not finite; nothing was changed")
+
+    deltas: dict[str, torch.Tensor] = {}
+    all_keys: dict[int, torch.Tensor] = {}
+    originals: dict[str, torch.Tensor] = {}
+    layer_info = []
+    timings["keys"] = timings["solve"] = 0.0
+    try:
+        for i, layer in enumerate(tqdm(hp.layers, desc="layers", disable=not progress)):
+            t = time.perf_counter()
+            keys, cur_z = compute_keys(model, tokenizer, arch, requests, layer, z_layer, prefixes,
+                                           hp.batch_tokens, hp.padding_side)
+            all_keys[layer] = keys
+            timings["keys"] += time.perf_counter() - t
+            t = time.perf_counter()
+            resid = (targets.z - cur_z).T / (len(hp.layers) - i)  # (d_model, n)
+            upd = solve_update(resid, keys, stats[layer], lam)  # (d_model, d_ff)
+            weight = out_weight(model, arch, layer)
+            name = arch.mlp_out_name(layer) + ".weight"
+            if not torch.isfinite(upd).all():
+                raise EditError(f"layer {layer}: the update is not finite (NaN/Inf); the model was restored")
+            upd = (upd.T if arch.conv1d else upd).float()
+            with torch.no_grad():
+                originals[name] = weight.detach().clone()
+                weight.copy_((weight.float() + upd.to(weight.device)).to(weight.dtype))
+            deltas[name] = upd.cpu()
+            timings["solve"] += time.perf_counter() - t
+            layer_info.append({
+                "layer": layer,
+                "resid_norm": float((targets.z - cur_z).norm(dim=1).mean()),
+                "delta_rel_norm": float(upd.norm() / as_math(originals[name], arch).float().norm()),
+            })
+    except BaseException:
+        with torch.no_grad():
+            for name, w in originals.items():
+                model.get_parameter(name).copy_(w)
+        raise
+
+    meta = {
+        "method": "memit",
+        "model_type": model.config.model_type,
+        "model_fingerprint": fingerprint,
+        "layers": hp.layers,
+        "lambda": lam,
+        "hparams": hp.to_dict() | {"prefixes": prefixes},
+        "n_requests": len(requests),
+        "requests": [
+            {"case_id": r.case_id, "subject": r.subject, "target_new": r.target_new,
+             "loss": targets.loss[j], "nll": targets.nll[j], "steps": targets.steps[j],
+             "clamped": targets.clamped[j], "converged": targets.converged[j]}
+            for j, r in enumerate(requests)
+        ],
+        "layers_info": layer_info,
+        "timings": timings,
+    }
+    delta = Delta(deltas, meta, aux={"targets": targets, "keys": all_keys})
+    if apply:
+        delta._originals = originals
+        delta._applied = {n: model.get_parameter(n).detach().clone() for n in deltas}
+    else:
+        with torch.no_grad():
+            for name, w in originals.items():
+                model.get_parameter(name).copy_(w)
+    return delta

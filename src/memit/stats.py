@@ -1,0 +1,171 @@
+"""Second-moment statistics C₀ = E[k kᵀ] of the inputs of the MLP output projection.
+
+C₀ is a constant of a model and a layer, so it is computed once and cached. All requested layers
+are collected in one forward pass that stops after the last of them; sums are kept in float64
+whatever the model's dtype. Text comes from local files (plain text, WikiExtractor ``<doc>``
+files, JSONL with a ``text`` field), a Hugging Face dataset (``hf:NAME[:CONFIG[:SPLIT]]``), or,
+by default, the WikiText-2 excerpt bundled with memit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from memit import hooks
+from memit.files import CorruptFileError, load_tensors, save_tensors
+from memit.fingerprint import layer_fingerprints, tensor_fingerprint
+from memit.models.arch import Arch, dims
+from memit.models.loading import cache_dir
+from memit.tokens import pad
+
+BUNDLED = "bundled:wikitext2-valid"
+
+
+class CorpusError(ValueError):
+    pass
+
+
+def _read(path: Path) -> str:
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return data.decode("utf-8", errors="replace")
+
+
+def _docs_of_file(path: Path) -> Iterator[str]:
+    text = _read(path)
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)["text"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise CorpusError(f"{path}: line {n} is not a JSON object with a 'text' field") from None
+    elif text.lstrip().startswith("<doc "):  # WikiExtractor output
+        for chunk in text.split("</doc>"):
+            body = chunk.split(">", 1)[-1].strip()
+            if body:
+                yield body
+    else:
+        for para in text.split("\n"):
+            if para.strip():
+                yield para.strip()
+
+
+def iter_texts(source: str | None) -> Iterator[str]:
+    """Documents of a corpus, in a fixed order."""
+    if source in (None, BUNDLED):
+        ref = resources.files("memit") / "data" / "wikitext2_valid.txt.gz"
+        with resources.as_file(ref) as p:
+            yield from _docs_of_file(Path(p))
+        return
+    if source.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise CorpusError("hf: corpora need the 'datasets' package (pip install datasets)") from None
+        name, config, split = (source[3:].split(":") + [None, None])[:3]
+        ds = datasets.load_dataset(name, config, split=split or "train", streaming=True)
+        for rec in ds:
+            if rec.get("text", "").strip():
+                yield rec["text"]
+        return
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise CorpusError(f"{path}: directory holds no files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise CorpusError(f"corpus {source!r} not found")
+    for f in files:
+        yield from _docs_of_file(f)
+
+
+def token_windows(tokenizer, source: str | None, seq_len: int, max_tokens: int) -> torch.Tensor:
+    """The corpus as consecutive windows of ``seq_len`` tokens, ``max_tokens`` in all at most.
+
+    Articles are concatenated (separated by EOS) and cut into windows rather than truncated,
+    so long articles are used whole.
+    """
+    sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream: list[int] = []
+    for doc in iter_texts(source):
+        stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"] + sep)
+        if len(stream) >= max_tokens:
+            break
+    n = min(len(stream), max_tokens) // seq_len
+    if n == 0:
+        raise CorpusError(f"corpus {source or BUNDLED!r} has fewer than {seq_len} tokens")
+    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+@torch.no_grad()
+def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batch_tokens: int,
+               progress: bool = True) -> tuple[dict[int, torch.Tensor], int]:
+    """Sums of k kᵀ (float64) for each layer over all tokens of ``windows``, and the token count.
+
+    One forward pass per batch collects every layer; it stops after the last layer's input.
+    """
+    names = [arch.mlp_out_name(layer) for layer in sorted(layers)]
+    _, d_ff = dims(model, arch)
+    sums = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64) for layer in layers}
+    device = next(model.parameters()).device
+    rows = max(1, batch_tokens // windows.shape[1])
+    count = 0
+    bar = tqdm(total=windows.numel(), unit="tok", desc="C₀ statistics", disable=not progress)
+    for start in range(0, len(windows), rows):
+        batch = pad(windows[start: start + rows].tolist(), 0).to(device)
+        with hooks.record(model, names, what="input", stop=True) as seen:
+            hooks.run(model.base_model, **batch.model_inputs())
+        for layer, name in zip(sorted(layers), names):
+            k = seen[name].reshape(-1, d_ff).float()
+            sums[layer] += (k.T @ k).double().cpu()
+        count += batch.input_ids.numel()
+        bar.update(batch.input_ids.numel())
+    bar.close()
+    return sums, count
+
+
+def stats_path(model_fp: str, layer: int, corpus_fp: str) -> Path:
+    return cache_dir() / "stats" / f"{model_fp[:16]}-L{layer}-{corpus_fp[:16]}.safetensors"
+
+
+def second_moments(model, tokenizer, arch: Arch, layers: list[int], *, corpus: str | None = None,
+                   max_tokens: int = 100_000, seq_len: int = 256, batch_tokens: int = 4096,
+                   use_cache: bool = True, progress: bool = True) -> dict[int, torch.Tensor]:
+    """C₀ (float64, normalised by the token count) for each layer; cached ones are reused."""
+    windows = token_windows(tokenizer, corpus, seq_len, max_tokens)
+    corpus_fp = tensor_fingerprint(windows)
+    fps = layer_fingerprints(model, arch, max(layers))
+    out: dict[int, torch.Tensor] = {}
+    missing = []
+    for layer in layers:
+        path = stats_path(fps[layer], layer, corpus_fp)
+        if use_cache and path.is_file():
+            try:
+                tensors, meta = load_tensors(path)
+                if meta.get("model_fp") == fps[layer] and meta.get("corpus_fp") == corpus_fp:
+                    out[layer] = tensors["C0"].double()
+                    continue
+            except CorruptFileError as e:
+                print(f"memit: recomputing statistics: {e}")
+        missing.append(layer)
+    if missing:
+        sums, count = accumulate(model, arch, missing, windows, batch_tokens, progress)
+        for layer in missing:
+            out[layer] = sums[layer] / count
+            if use_cache:
+                meta = {"model_fp": fps[layer], "layer": layer, "corpus": corpus or BUNDLED,
+                        "corpus_fp": corpus_fp, "tokens": count, "seq_len": seq_len,
+                        "model_dtype": str(next(model.parameters()).dtype), "stored_dtype": "float64"}
+                save_tensors(stats_path(fps[layer], layer, corpus_fp), {"C0": out[layer]}, meta)
+    return out

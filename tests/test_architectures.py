@@ -1,0 +1,114 @@
+"""Every row of the architecture table, on a tiny random-weight model built from its config."""
+
+import pytest
+import torch
+
+import memit
+from helpers import ALL_TYPES, tiny_model
+from memit import hooks
+from memit.hparams import MemitHyperParams
+from memit.methods.memit import compute_keys
+from memit.models.arch import ARCHS, UnsupportedModelError, as_math, get_arch, out_weight
+from memit.stats import second_moments
+from memit.tokens import encode_filled
+
+REQ = memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", "Paris")
+POST_NORM = {"gemma2", "gemma3_text"}  # a norm after the MLP: block output is not linear in W_out
+
+
+def _hp(layer, corpus, **kw):
+    return MemitHyperParams(layers=[layer], lam=1e-6, prefixes=[], stats_corpus=corpus, stats_tokens=3000,
+                            stats_seq_len=32, v_num_grad_steps=5, **kw)
+
+
+def _at_subject(model, tok, arch, layer):
+    enc = encode_filled(tok, REQ.prompt, REQ.subject)
+    x = torch.tensor([enc.ids])
+    names = [arch.mlp_out_name(layer), arch.block_name(layer)]
+    with hooks.record(model, names[:1], what="input") as k, hooks.record(model, names) as o:
+        model(input_ids=x)
+    i = enc.subject_last
+    return k[names[0]][0, i], o[names[0]][0, i], o[names[1]][0, i]
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+def test_one_edit_maps_key_to_intended_value(model_type, bpe, corpus_file):
+    model = tiny_model(model_type, bpe)
+    arch = get_arch(model)
+    layer = 2
+    key0, val0, block0 = _at_subject(model, bpe, arch, layer)
+    delta = memit.edit(model, bpe, [REQ], _hp(layer, corpus_file), progress=False)
+    key1, val1, block1 = _at_subject(model, bpe, arch, layer)
+    z = delta.aux["targets"].z[0]
+    torch.testing.assert_close(key1, key0)  # the key is read before the edited weight
+    # W_out k moved by exactly the residual z − h (λ → 0, one request, one layer).
+    torch.testing.assert_close(val1 - val0, z - block0, rtol=1e-3, atol=1e-4)
+    if model_type not in POST_NORM:
+        torch.testing.assert_close(block1, z, rtol=1e-3, atol=1e-4)
+    assert not torch.equal(out_weight(model, arch, layer), delta._originals[arch.mlp_out_name(layer) + ".weight"])
+    delta.revert(model)
+    _, val2, _ = _at_subject(model, bpe, arch, layer)
+    assert torch.equal(val2, val0)
+
+
+def test_gpt2_conv1d_is_transposed(bpe, corpus_file):
+    model = tiny_model("gpt2", bpe)
+    arch = get_arch(model)
+    w = out_weight(model, arch, 1)
+    assert arch.conv1d and w.shape == (128, 32)  # Conv1D stores (d_ff, d_model)
+    assert as_math(w, arch).shape == (32, 128)
+    delta = memit.edit(model, bpe, [REQ], _hp(1, corpus_file), progress=False)
+    d = delta.weights["transformer.h.1.mlp.c_proj.weight"]
+    keys = delta.aux["keys"][1]  # (d_ff, 1)
+    # in storage orientation the change is Kᵀ-side first: ΔW_storage = Δᵀ, so k @ ΔW_storage is the value change
+    value_change = keys[:, 0] @ d
+    z, h = delta.aux["targets"].z[0], delta.aux["targets"].h[0]
+    torch.testing.assert_close(value_change, z - h, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_left_and_right_padding_give_the_same_keys(model_type, bpe):
+    model = tiny_model(model_type, bpe)
+    arch = get_arch(model)
+    reqs = [REQ, memit.EditRequest("Everyone knows that {} plays the", "Toko Yasuda", "piano")]
+    prefixes = ["Because of it, the day was long. "]
+    alone = [compute_keys(model, bpe, arch, [r], 1, 2, prefixes, 4096) for r in reqs]
+    for side in ("left", "right"):
+        keys, cur = compute_keys(model, bpe, arch, reqs, 1, 2, prefixes, 4096, side)
+        for j, (k1, c1) in enumerate(alone):
+            torch.testing.assert_close(keys[:, j], k1[:, 0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(cur[j], c1[0], rtol=1e-4, atol=1e-5)
+
+
+def test_padding_side_does_not_change_the_edit(bpe, corpus_file):
+    reqs = [REQ, memit.EditRequest("Everyone knows that {} plays the", "Toko Yasuda", "piano")]
+    deltas = []
+    for side in ("left", "right"):
+        model = tiny_model("llama", bpe)
+        deltas.append(memit.edit(model, bpe, reqs, _hp(2, corpus_file, padding_side=side), apply=False,
+                                 progress=False))
+    for name in deltas[0].weights:
+        torch.testing.assert_close(deltas[0].weights[name], deltas[1].weights[name], rtol=1e-3, atol=1e-5)
+
+
+def test_statistics_stop_after_the_last_layer(bpe, corpus_file):
+    model = tiny_model("llama", bpe)
+    arch = get_arch(model)
+    ran = []
+    handles = [model.get_submodule(arch.block_name(i)).register_forward_hook(lambda *a, i=i: ran.append(i))
+               for i in range(4)]
+    second_moments(model, bpe, arch, [0, 1], corpus=corpus_file, max_tokens=64, seq_len=32, use_cache=False,
+                   progress=False)
+    for h in handles:
+        h.remove()
+    assert 0 in ran and 2 not in ran and 3 not in ran  # stopped inside block 1
+
+
+def test_unknown_architecture_lists_supported_and_explains_override(bpe):
+    model = tiny_model("llama", bpe)
+    model.config.model_type = "mystery"
+    with pytest.raises(UnsupportedModelError) as e:
+        get_arch(model)
+    assert "llama" in str(e.value) and "gpt2" in str(e.value) and "mlp_out" in str(e.value)
+    arch = get_arch(model, dict(ARCHS["llama"].__dict__))
+    assert arch.mlp_out_name(3) == "model.layers.3.mlp.down_proj"

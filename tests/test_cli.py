@@ -1,0 +1,90 @@
+"""The command line on a tiny model saved to disk: success paths, and bad input → exit 2."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import CORPUS, tiny_model
+from memit.cli import main
+
+
+def _digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, bpe):
+    root = tmp_path_factory.mktemp("cli")
+    model_dir = root / "model"
+    tiny_model("llama", bpe).save_pretrained(model_dir)
+    bpe.save_pretrained(model_dir)
+    (root / "corpus.txt").write_text("\n".join(CORPUS * 3))
+    (root / "hp.json").write_text(json.dumps({"layers": [1, 2], "lam": 0.5, "prefixes": ["I said. "],
+                                              "stats_corpus": str(root / "corpus.txt"), "stats_tokens": 2000,
+                                              "stats_seq_len": 32, "v_num_grad_steps": 3}))
+    (root / "reqs.json").write_text(json.dumps([
+        {"prompt": "{} is located in the city of", "subject": "The Eiffel Tower", "target_new": "Rome"},
+        {"prompt": "{} plays the", "subject": "Toko Yasuda", "target_new": "piano"}]))
+    return root, model_dir
+
+
+def test_edit_apply_generate(setup, capsys):
+    root, model_dir = setup
+    before = _digest(model_dir)
+    base = ["--model", str(model_dir), "--hparams", str(root / "hp.json"), "--requests", str(root / "reqs.json")]
+    assert main(["edit", *base, "--out", str(root / "edited"), "--delta", str(root / "d.safetensors"),
+                 "--quiet"]) == 0
+    assert (root / "edited" / "model.safetensors").is_file() and (root / "edited" / "memit_edit.json").is_file()
+    assert "edited 2 facts" in capsys.readouterr().out
+    assert _digest(model_dir) == before  # the input model is never written
+    assert main(["apply", "--model", str(model_dir), "--delta", str(root / "d.safetensors"),
+                 "--out", str(root / "applied")]) == 0
+    a, b = _digest(root / "edited"), _digest(root / "applied")
+    assert a["model.safetensors"] == b["model.safetensors"]  # apply reproduces the edit exactly
+    assert main(["generate", "--model", str(root / "edited"), "--max-new-tokens", "3", "Paris is"]) == 0
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--layers", "1,9"], "out of range"),
+    (["--layers", "a,b"], "comma-separated"),
+    (["--requests", "/nonexistent.json"], "no such file"),
+])
+def test_bad_input_exits_2_with_one_line(setup, capsys, extra, needle):
+    root, model_dir = setup
+    args = ["edit", "--model", str(model_dir), "--hparams", str(root / "hp.json"), "--requests",
+            str(root / "reqs.json"), "--delta", str(root / "never.safetensors"), "--quiet", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (root / "never.safetensors").exists()
+
+
+def test_out_is_never_overwritten_without_force(setup, capsys):
+    root, model_dir = setup
+    existing = root / "mine"
+    existing.mkdir()
+    (existing / "precious.txt").write_text("keep me")
+    args = ["edit", "--model", str(model_dir), "--hparams", str(root / "hp.json"), "--requests",
+            str(root / "reqs.json"), "--out", str(existing)]
+    assert main(args) == 2 and "--force" in capsys.readouterr().err
+    assert (existing / "precious.txt").read_text() == "keep me"
+    assert main(["edit", "--model", str(model_dir), "--requests", str(root / "reqs.json"),
+                 "--out", str(model_dir), "--force"]) == 2
+    assert "never writes into the input model" in capsys.readouterr().err
+
+
+def test_bad_model_path(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", "--model", str(tmp_path / "empty"), "hi"]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "memit.cli", "--help"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0
+    for cmd in ("edit", "apply", "stats", "generate", "demo", "examples:"):
+        assert cmd in out.stdout

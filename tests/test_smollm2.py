@@ -1,0 +1,66 @@
+"""Integration on the real SmolLM2-135M: five facts it knows, edited in one batch."""
+
+import math
+import os
+
+import pytest
+import torch
+
+import memit
+from conftest import USER_CACHE
+from memit.demo import demo_cases
+from memit.eval.metrics import target_nll
+from memit.hparams import preset_for
+from memit.models.loading import ModelLoadError
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    private = os.environ["MEMIT_CACHE"]
+    os.environ["MEMIT_CACHE"] = USER_CACHE  # the model is fetched and converted once per user
+    try:
+        model, tok = memit.load_model("smollm2-135m")
+    except ModelLoadError as e:
+        pytest.skip(f"SmolLM2 not available: {e}")
+    finally:
+        os.environ["MEMIT_CACHE"] = private
+    return model, tok
+
+
+def _probs(model, tok, pairs):
+    return [math.exp(-x) for x in target_nll(model, tok, pairs)]
+
+
+@pytest.mark.slow
+def test_five_known_facts_in_one_batch(smollm2):
+    model, tok = smollm2
+    cases = demo_cases()
+    reqs = [c.request for c in cases]
+    hp = preset_for("smollm2-135m")
+    hp.stats_tokens = 20_000  # small budget: keeps `make test` short; quality is checked, not tuned, here
+
+    def probe():
+        rw = [(r.text, t) for r in reqs for t in (r.target_new, r.target_true)]
+        para = [(c.paraphrase_prompts[0], t) for c, r in zip(cases, reqs) for t in (r.target_new, r.target_true)]
+        neigh = [(c.neighborhood_prompts[0], r.target_true) for c, r in zip(cases, reqs)]
+        return _probs(model, tok, rw), _probs(model, tok, para), _probs(model, tok, neigh)
+
+    ids = tok([r.text for r in reqs], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits0 = model(**ids).logits.clone()
+    rw0, para0, neigh0 = probe()
+    assert all(rw0[2 * i + 1] > rw0[2 * i] for i in range(len(reqs)))  # the model knows the true facts
+
+    delta = memit.edit(model, tok, reqs, hp, progress=False)
+    rw1, para1, neigh1 = probe()
+    for i, r in enumerate(reqs):
+        assert rw1[2 * i] > rw1[2 * i + 1], f"{r.subject}: P(new) {rw1[2 * i]:.3f} ≤ P(true) {rw1[2 * i + 1]:.3f}"
+    margin0 = sum(para0[2 * i] - para0[2 * i + 1] for i in range(len(reqs))) / len(reqs)
+    margin1 = sum(para1[2 * i] - para1[2 * i + 1] for i in range(len(reqs))) / len(reqs)
+    assert margin1 > margin0  # paraphrases move toward the new target on average
+    change = sum(abs(a - b) for a, b in zip(neigh0, neigh1)) / len(reqs)
+    assert change < 0.05, f"neighbour P(true) moved by {change:.3f} on average"
+
+    delta.revert(model)
+    with torch.no_grad():
+        assert torch.equal(model(**ids).logits, logits0)  # revert restores the logits exactly
