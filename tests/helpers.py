@@ -19,7 +19,7 @@ CORPUS = [
 
 def make_tokenizer(kind: str = "bpe", bos: bool = False) -> T.PreTrainedTokenizerFast:
     """Byte-level BPE (GPT-2 style) or SentencePiece-style BPE (Llama style), optionally with BOS."""
-    specials = ["<pad>", "<s>", "</s>"]
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
     if kind == "bpe":
         raw = ByteLevelBPETokenizer()
     else:

@@ -1,13 +1,16 @@
 """Target vectors z_i: what block l_L should output at the subject's last token so that the
 model emits target_new (MEMIT_SPEC §2.1).
 
-All requests are optimised together: their prompts share forward/backward passes, each request
-has its own δ_i and its own Adam state and leaves the batch once its loss is below threshold.
-Logits are computed only at the positions the loss reads, never over the whole sequence.
+Only positions from the subject's last token on, and only through δ, change during the
+optimisation. So each chunk of prompts is aligned on that token (left padding), the part before
+it is run once and kept as a key/value cache, and every step runs just the rest. Requests are
+optimised together, each with its own δ, Adam state and early stop (finished ones leave the
+batch), and logits are computed only at the positions the loss reads.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +20,7 @@ from memit import hooks
 from memit.hparams import MemitHyperParams
 from memit.models.arch import Arch, logits
 from memit.requests import EditRequest
-from memit.tokens import Encoded, chunks, encode_filled, pad
+from memit.tokens import Encoded, chunks, encode_filled
 
 KL_PROMPT = "{} is a"
 
@@ -44,17 +47,15 @@ def generate_prefixes(model, tokenizer, starts: list[str], n_tokens: int, seed: 
         ids = tokenizer(start, add_special_tokens=True)["input_ids"]
         n_start = len(ids)
         while len(ids) < n_start - 1 + n_tokens:
-            x = torch.tensor([ids], device=device)
-            logit = model(input_ids=x).logits[0, -1].float().cpu()
+            logit = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float().cpu()
             top = logit.topk(top_k)
-            probs = torch.softmax(top.values, -1)
-            ids.append(int(top.indices[torch.multinomial(probs, 1, generator=gen)]))
+            ids.append(int(top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)]))
         text = tokenizer.decode(ids, skip_special_tokens=True)
         out.append(text.replace("{", " ").replace("}", " ").strip() + ". ")
     return out
 
 
-def _rows(tokenizer, requests: list[EditRequest], prefixes: list[str]) -> list[list[Encoded]]:
+def request_rows(tokenizer, requests: list[EditRequest], prefixes: list[str]) -> list[list[Encoded]]:
     """For each request: its prompt behind each prefix ("" first) with the target, then the KL prompt."""
     rows = []
     for i, r in enumerate(requests):
@@ -66,108 +67,141 @@ def _rows(tokenizer, requests: list[EditRequest], prefixes: list[str]) -> list[l
     return rows
 
 
+class _Chunk:
+    """Prompts of some requests, aligned so the subject's last token is column ``p`` of every row,
+    with the key/value cache of columns < p."""
+
+    def __init__(self, model, encs: list[Encoded], per_req: int, pad_id: int):
+        device = next(model.parameters()).device
+        self.per_req = per_req
+        self.p = p = max(e.subject_last for e in encs)
+        width = max(p - e.subject_last + len(e.ids) for e in encs)
+        ids = torch.full((len(encs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, e in enumerate(encs):
+            off = p - e.subject_last
+            ids[r, off: off + len(e.ids)] = torch.tensor(e.ids)
+            mask[r, off: off + len(e.ids)] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        self.ids, self.mask, self.pos = ids[:, p:].to(device), mask.to(device), pos[:, p:].to(device)
+        self.cache = None
+        if p > 0:
+            out = model.base_model(input_ids=ids[:, :p].to(device), attention_mask=self.mask[:, :p],
+                                   position_ids=pos[:, :p].to(device), use_cache=True)
+            self.cache = out.past_key_values
+        # Loss positions, in suffix columns: target predictions of rewriting rows, column 0 of KL rows.
+        self.pos_r, self.pos_c, self.tgt, self.owner = [], [], [], []
+        for r, e in enumerate(encs):
+            if r % per_req == per_req - 1:
+                continue
+            shift = p - e.subject_last - p  # suffix column of token j is j + shift
+            for q, t in zip(e.target_positions, e.ids[e.n_prompt:]):
+                self.pos_r.append(r), self.pos_c.append(q + shift), self.tgt.append(t), self.owner.append(r // per_req)
+
+    def forward(self, model, arch: Arch, block: str, live: list[int], add) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs at the loss positions and at the KL rows, for the requests ``live``
+        (indices within the chunk), with ``add(out_at_subject, row_request)`` applied at block l_L."""
+        device = self.ids.device
+        rows = torch.tensor([j * self.per_req + k for j in live for k in range(self.per_req)], device=device)
+        row_req = torch.arange(len(live), device=device).repeat_interleave(self.per_req)
+        cache = None
+        if self.cache is not None:
+            cache = copy.copy(self.cache)  # shallow: each step appends to its own copy of the layer list
+            cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+
+        def edit(out):
+            return out.index_put((torch.arange(len(rows), device=device), torch.zeros_like(rows)),
+                                 add(out[:, 0], row_req))
+
+        with hooks.edit_output(model, block, edit):
+            hidden = model.base_model(input_ids=self.ids[rows], attention_mask=self.mask[rows],
+                                      position_ids=self.pos[rows], past_key_values=cache, use_cache=cache is not None)[0]
+        where = {int(r): i for i, r in enumerate(rows.tolist())}
+        keep = [i for i, r in enumerate(self.pos_r) if r in where]
+        sel_r = torch.tensor([where[self.pos_r[i]] for i in keep], device=device)
+        sel_c = torch.tensor([self.pos_c[i] for i in keep], device=device)
+        lp = torch.log_softmax(logits(model, arch, hidden[sel_r, sel_c]).float(), -1)
+        tgt = torch.tensor([self.tgt[i] for i in keep], device=device)
+        tok_nll = -lp[torch.arange(len(keep), device=device), tgt]
+        live_pos = {j: n for n, j in enumerate(live)}
+        owner = torch.tensor([live_pos[self.owner[i]] for i in keep], device=device)
+        nll = torch.zeros(len(live), device=device).index_add(0, owner, tok_nll)
+        nll = nll / torch.bincount(owner, minlength=len(live)).float()
+        kl_rows = torch.arange(self.per_req - 1, len(rows), self.per_req, device=device)
+        kl_lp = torch.log_softmax(logits(model, arch, hidden[kl_rows, 0]).float(), -1)
+        return nll, kl_lp
+
+
 def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], layer: int,
                     prefixes: list[str], hp: MemitHyperParams, progress: bool = True) -> Targets:
     n = len(requests)
-    device = next(model.parameters()).device
-    d_model = model.get_output_embeddings().weight.shape[1]
-    rows = _rows(tokenizer, requests, prefixes)
+    rows = request_rows(tokenizer, requests, prefixes)
     per_req = len(rows[0])
-    block = arch.block_name(layer)
+    flat = [e for r in rows for e in r]
+    z, h = [], []
+    loss, nll, steps, clamped = [0.0] * n, [0.0] * n, [0] * n, [False] * n
+    bar = tqdm(total=n, desc=f"target vectors (layer {layer})", unit="req", disable=not progress)
+    for rng in chunks([len(e.ids) for e in flat], hp.batch_tokens, group=per_req):
+        reqs = list(range(rng.start // per_req, rng.stop // per_req))
+        with torch.no_grad():
+            chunk = _Chunk(model, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
+        zc, hc = _optimise(model, arch, arch.block_name(layer), chunk, reqs, hp, loss, nll, steps, clamped)
+        z.append(zc), h.append(hc)
+        bar.update(len(reqs))
+        bar.set_postfix(loss=f"{sum(loss[i] for i in reqs) / len(reqs):.3f}")
+    bar.close()
+    return Targets(torch.cat(z), torch.cat(h), loss, nll, steps, clamped,
+                   [x < hp.v_loss_threshold for x in loss])
 
-    delta = torch.zeros(n, d_model, device=device, requires_grad=True)
+
+def _optimise(model, arch, block, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped):
+    """Adam on one δ per request of the chunk (MEMIT_SPEC §2.1); returns (z, h) for them."""
+    k = len(reqs)
+    device = chunk.ids.device
+    d_model = model.get_output_embeddings().weight.shape[1]
+    delta = torch.zeros(k, d_model, device=device, requires_grad=True)
     m, v = torch.zeros_like(delta), torch.zeros_like(delta)
-    h = torch.zeros(n, d_model, device=device)
-    kl_init = [None] * n
-    done = [False] * n
-    loss_out, nll_out, steps = [0.0] * n, [0.0] * n, [0] * n
-    clamped = [False] * n
+    h = torch.zeros(k, d_model, device=device)
+    kl_init = None
+    live = list(range(k))
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-
-    bar = tqdm(total=hp.v_num_grad_steps, desc=f"target vectors ({n} requests)", disable=not progress)
     for step in range(hp.v_num_grad_steps):
-        active = [i for i in range(n) if not done[i]]
-        if not active:
+        idx = torch.tensor(live, device=device)
+
+        def add(out, row_req, idx=idx, step=step):
+            if step == 0:
+                h[idx] = out[:: chunk.per_req].detach().float()  # bare prompt, before any δ
+            return out + delta[idx][row_req].to(out.dtype)
+
+        tok_nll, kl_lp = chunk.forward(model, arch, block, live, add)
+        if kl_init is None:
+            kl_init = kl_lp.detach()
+        init = kl_init[idx]
+        kl = (init.exp() * (init - kl_lp)).sum(-1)
+        decay = hp.v_weight_decay * delta[idx].norm(dim=1) / h[idx].norm(dim=1) ** 2
+        total = tok_nll + hp.kl_factor * kl + decay
+        for j, i in enumerate(live):
+            loss[reqs[i]], nll[reqs[i]], steps[reqs[i]] = float(total[j].detach()), float(tok_nll[j].detach()), step + 1
+        going = (total.detach() >= hp.v_loss_threshold).tolist()
+        if step == hp.v_num_grad_steps - 1 or not any(going):
             break
         delta.grad = None
-        lengths = [len(e.ids) for i in active for e in rows[i]]
-        for rng in chunks(lengths, hp.batch_tokens, group=per_req):
-            reqs = active[rng.start // per_req: (rng.stop + per_req - 1) // per_req]
-            total, nll = _chunk_loss(model, tokenizer, arch, block, rows, reqs, delta, h, kl_init, step, hp)
-            stop = total.detach() < hp.v_loss_threshold
-            for j, i in enumerate(reqs):
-                loss_out[i], nll_out[i], steps[i] = float(total[j].detach()), float(nll[j]), step
-                done[i] = bool(stop[j]) or step == hp.v_num_grad_steps - 1
-            if not all(done[i] for i in reqs):
-                total[~stop].sum().backward()  # requests are independent: one backward for all
-        # Adam on the rows still optimising, then the norm clamp.
-        live = [i for i in active if not done[i]]
-        if live:
-            with torch.no_grad():
-                idx = torch.tensor(live, device=device)
-                g = delta.grad[idx]
-                m[idx] = beta1 * m[idx] + (1 - beta1) * g
-                v[idx] = beta2 * v[idx] + (1 - beta2) * g * g
-                t = step + 1
-                denom = (v[idx] / (1 - beta2 ** t)).sqrt() + eps
-                delta[idx] -= hp.v_lr * (m[idx] / (1 - beta1 ** t)) / denom
-                limit = hp.clamp_norm_factor * h[idx].norm(dim=1)
-                norm = delta[idx].norm(dim=1)
-                over = norm > limit
-                delta[idx] = torch.where(over[:, None], delta[idx] * (limit / norm)[:, None], delta[idx])
-                for j, i in enumerate(live):
-                    clamped[i] = bool(over[j])
-        bar.update(1)
-        bar.set_postfix(active=len(live), loss=f"{sum(loss_out) / n:.3f}")
-    bar.close()
-    converged = [loss_out[i] < hp.v_loss_threshold for i in range(n)]
+        total[torch.tensor(going, device=device)].sum().backward()  # requests are independent
+        live = [i for i, g in zip(live, going) if g]
+        idx = torch.tensor(live, device=device)
+        with torch.no_grad():
+            g = delta.grad[idx]
+            m[idx] = beta1 * m[idx] + (1 - beta1) * g
+            v[idx] = beta2 * v[idx] + (1 - beta2) * g * g
+            t = step + 1
+            upd = delta[idx] - hp.v_lr * (m[idx] / (1 - beta1 ** t)) / ((v[idx] / (1 - beta2 ** t)).sqrt() + eps)
+            limit = hp.clamp_norm_factor * h[idx].norm(dim=1)
+            norm = upd.norm(dim=1)
+            over = norm > limit
+            delta[idx] = torch.where(over[:, None], upd * (limit / norm)[:, None], upd)
+            for j, i in enumerate(live):
+                clamped[reqs[i]] = bool(over[j])
     d = delta.detach()
-    return Targets((h + d).float().cpu(), h.float().cpu(), loss_out, nll_out, [s + 1 for s in steps],
-                   clamped, converged)
-
-
-def _chunk_loss(model, tokenizer, arch, block, rows, reqs, delta, h, kl_init, step, hp):
-    """Per-request (total loss, NLL) for the requests ``reqs``, from one forward pass."""
-    device = delta.device
-    per_req = len(rows[0])
-    encs = [e for i in reqs for e in rows[i]]
-    batch = pad([e.ids for e in encs], tokenizer.pad_token_id or 0, hp.padding_side).to(device)
-    row_req = torch.tensor([j for j in range(len(reqs)) for _ in range(per_req)], device=device)
-    cols = torch.tensor([e.subject_last + s for e, s in zip(encs, batch.shift)], device=device)
-    ridx = torch.arange(len(encs), device=device)
-    req_idx = torch.tensor(reqs, device=device)
-
-    def add_delta(out):
-        if step == 0:
-            bare = ridx[::per_req]
-            h[req_idx] = out[bare, cols[bare]].detach().float()
-        return out.index_put((ridx, cols), out[ridx, cols] + delta[req_idx][row_req].to(out.dtype))
-
-    with hooks.edit_output(model, block, add_delta):
-        hidden = model.base_model(**batch.model_inputs())[0]
-
-    # Positions read by the loss: target predictions of rewriting rows, subject of KL rows.
-    pos_r, pos_c, tgt, owner = [], [], [], []
-    for r, (e, s) in enumerate(zip(encs, batch.shift)):
-        if r % per_req == per_req - 1:
-            continue
-        for p, t in zip(e.target_positions, e.ids[e.n_prompt:]):
-            pos_r.append(r), pos_c.append(p + s), tgt.append(t), owner.append(r // per_req)
-    kl_rows = ridx[per_req - 1:: per_req]
-    logp = torch.log_softmax(logits(model, arch, hidden[pos_r, pos_c]).float(), -1)
-    tok_nll = -logp[torch.arange(len(tgt)), torch.tensor(tgt, device=device)]
-    owner_t = torch.tensor(owner, device=device)
-    nll = torch.zeros(len(reqs), device=device).index_add(0, owner_t, tok_nll)
-    nll = nll / torch.bincount(owner_t, minlength=len(reqs)).float()
-
-    kl_logp = torch.log_softmax(logits(model, arch, hidden[kl_rows, cols[kl_rows]]).float(), -1)
-    if step == 0:
-        for j, i in enumerate(reqs):
-            kl_init[i] = kl_logp[j].detach()
-    init = torch.stack([kl_init[i] for i in reqs])
-    kl = (init.exp() * (init - kl_logp)).sum(-1)
-
-    hn = h[req_idx]
-    decay = hp.v_weight_decay * delta[req_idx].norm(dim=1) / hn.norm(dim=1) ** 2
-    total = nll + hp.kl_factor * kl + decay
-    return total, nll.detach()
+    return (h + d).float().cpu(), h.float().cpu()

@@ -1,0 +1,64 @@
+"""The target-vector optimisation written the plain way, as the paper's code is structured:
+one request at a time, every step a full forward pass over all positions and layers with
+full-vocabulary logits, torch's Adam. Used to check the fast path (`targets.py`) and as the
+baseline of `benchmarks/speed.py`; not used for editing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from memit import hooks
+from memit.hparams import MemitHyperParams
+from memit.models.arch import Arch
+from memit.requests import EditRequest
+from memit.targets import Targets, request_rows
+from memit.tokens import pad
+
+
+def reference_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], layer: int,
+                      prefixes: list[str], hp: MemitHyperParams) -> Targets:
+    out = Targets([], [], [], [], [], [], [])
+    for enc in request_rows(tokenizer, requests, prefixes):
+        z, h, loss, nll, steps = _one(model, tokenizer, arch, enc, layer, hp)
+        out.z.append(z), out.h.append(h), out.loss.append(loss), out.nll.append(nll), out.steps.append(steps)
+        out.clamped.append(bool((z - h).norm() >= hp.clamp_norm_factor * h.norm() * (1 - 1e-6)))
+        out.converged.append(loss < hp.v_loss_threshold)
+    out.z, out.h = torch.stack(out.z), torch.stack(out.h)
+    return out
+
+
+def _one(model, tokenizer, arch: Arch, enc, layer: int, hp: MemitHyperParams):
+    device = next(model.parameters()).device
+    batch = pad([e.ids for e in enc], tokenizer.pad_token_id or 0).to(device)
+    rows, subj = torch.arange(len(enc)), torch.tensor([e.subject_last for e in enc])
+    delta = torch.zeros(model.get_output_embeddings().weight.shape[1], device=device, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    h, kl_init = None, None
+
+    def add(o):
+        nonlocal h
+        if h is None:
+            h = o[0, subj[0]].detach().float()
+        return o.index_put((rows, subj), o[rows, subj] + delta)
+
+    for step in range(hp.v_num_grad_steps):
+        with hooks.edit_output(model, arch.block_name(layer), add):
+            lp = torch.log_softmax(model(**batch.model_inputs()).logits.float(), -1)
+        nll = torch.stack([-lp[r, e.target_positions, e.ids[e.n_prompt:]].mean()
+                           for r, e in enumerate(enc[:-1])]).mean()
+        kl_lp = lp[len(enc) - 1, subj[-1]]
+        if kl_init is None:
+            kl_init = kl_lp.detach()
+        kl = (kl_init.exp() * (kl_init - kl_lp)).sum()
+        total = nll + hp.kl_factor * kl + hp.v_weight_decay * delta.norm() / h.norm() ** 2
+        if total.item() < hp.v_loss_threshold or step == hp.v_num_grad_steps - 1:
+            break
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        with torch.no_grad():
+            limit = hp.clamp_norm_factor * h.norm()
+            if delta.norm() > limit:
+                delta.mul_(limit / delta.norm())
+    return (h + delta.detach()).cpu(), h.cpu(), total.item(), nll.item(), step + 1

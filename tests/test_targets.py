@@ -1,0 +1,46 @@
+"""The fast target-vector optimisation equals the plain per-request loop (the paper's structure)."""
+
+import pytest
+import torch
+
+import memit
+from helpers import ALL_TYPES, make_tokenizer, tiny_model
+from memit.hparams import MemitHyperParams
+from memit.models.arch import get_arch
+from memit.targets import compute_targets
+from memit.targets_reference import reference_targets
+
+REQS = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome"),
+        memit.EditRequest("Everyone knows {} plays the", "Toko Yasuda", "piano"),
+        memit.EditRequest("{} speaks", "Danielle", "French and English")]
+PREFIXES = ["Because of it. ", "I said that the day was long. "]
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+@pytest.mark.parametrize("kind,bos", [("bpe", False), ("sp", True)])
+def test_fast_equals_reference(model_type, kind, bos):
+    tok = make_tokenizer(kind, bos)
+    model = tiny_model(model_type, tok)
+    hp = MemitHyperParams(v_num_grad_steps=6, v_lr=0.05, batch_tokens=64)  # several chunks
+    fast = compute_targets(model, tok, get_arch(model), REQS, 2, PREFIXES, hp, progress=False)
+    ref = reference_targets(model, tok, get_arch(model), REQS, 2, PREFIXES, hp)
+    torch.testing.assert_close(fast.h, ref.h, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.z, ref.z, rtol=1e-4, atol=1e-5)
+    assert fast.steps == ref.steps
+    assert fast.loss == pytest.approx(ref.loss, rel=1e-4)
+
+
+def test_early_stop_and_clamp_per_request(bpe):
+    model = tiny_model("llama", bpe)
+    # a threshold only some requests reach after a few steps: finished ones leave, the rest go on
+    hp = MemitHyperParams(v_num_grad_steps=1, v_lr=0.5, clamp_norm_factor=0.05)
+    initial = compute_targets(model, bpe, get_arch(model), REQS, 2, PREFIXES, hp, progress=False).loss
+    hp.v_num_grad_steps, hp.v_loss_threshold = 8, sorted(initial)[1] - 1e-4
+    fast = compute_targets(model, bpe, get_arch(model), REQS, 2, PREFIXES, hp, progress=False)
+    ref = reference_targets(model, bpe, get_arch(model), REQS, 2, PREFIXES, hp)
+    assert fast.steps == ref.steps and len(set(fast.steps)) > 1
+    assert fast.converged == ref.converged and any(fast.converged) and not all(fast.converged)
+    torch.testing.assert_close(fast.z, ref.z, rtol=1e-4, atol=1e-5)
+    norms = (fast.z - fast.h).norm(dim=1) / fast.h.norm(dim=1)
+    assert (norms <= 0.05 + 1e-5).all()
+    assert fast.clamped == [s > 1 for s in fast.steps]  # δ of the ones that ran hit the tight clamp
