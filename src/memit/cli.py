@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   memit apply --model ./my-model --delta edit.safetensors --out edited-model/
   memit stats --model smollm2-135m --layers 3,4,5,6,7,8 --corpus ../shared/data/wikipedia_en --tokens 200000
   memit generate --model edited-model/ "The Eiffel Tower is located in the city of"
+  memit eval --dataset counterfact --data counterfact-edit.json --n 1 10 100 --out results/
 """
 
 
@@ -191,6 +192,41 @@ def cmd_demo(args) -> None:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
 
+def cmd_eval(args) -> None:
+    import memit
+    from memit.eval.plots import scaling_plot
+    from memit.eval.run import run_point, select
+
+    if args.method != "memit":
+        raise CliError(f"--method {args.method}: only 'memit' is available in this version")
+    cases = memit.load_cases(args.data, check_batch=False)
+    out = Path(args.out)
+    seed = args.seed or 0
+    todo = []
+    for n in args.n:
+        tag = f"_o{args.offset}" if args.offset else ""
+        tag += f"_random{seed}" if args.sample == "random" else ""
+        file = out / f"{args.dataset}_{args.method}_n{n}{tag}.json"
+        if file.exists() and not args.force:
+            print(f"{file} exists: skipped (pass --force to redo it)")
+            continue
+        if args.sample == "first" and args.offset + n > len(cases):
+            raise CliError(f"--n {n} --offset {args.offset}: {args.data} has only {len(cases)} records")
+        todo.append((n, file))
+    if not todo:
+        return
+    model, tokenizer = _load(args)
+    hp = _hparams(args, model)
+    for n, file in todo:
+        chosen = select(cases, n, args.offset, args.sample, seed)
+        r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
+                      seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample})
+        keys = [k for k in r["edited"] if not k.endswith("_ci95") and isinstance(r["edited"][k], float)]
+        print(f"N = {n}: " + "  ".join(f"{k} {r['unedited'][k]:.1f}→{r['edited'][k]:.1f}" for k in keys)
+              + f"   edit {r['edit_wall_s']:.0f} s  → {file}")
+        scaling_plot(out, args.dataset, args.method)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memit", description="Write facts into a language model's weights (MEMIT).",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", help="apply this delta first")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("eval", help="the paper's batch protocol on CounterFact or zsRE, with the unedited baseline")
+    _model_args(p), _hparam_args(p)
+    p.add_argument("--dataset", required=True, choices=["counterfact", "zsre"])
+    p.add_argument("--data", required=True, help="records file (ROME, EasyEdit or zsRE MEND schema)")
+    p.add_argument("--n", type=int, nargs="+", required=True, help="batch size(s): one result file per N")
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--sample", choices=["first", "random"], default="first")
+    p.add_argument("--method", default="memit")
+    p.add_argument("--out", required=True, help="results directory (JSON per point, PNG of the curve)")
+    p.add_argument("--no-fluency", action="store_true", help="skip the generation-entropy metric")
+    p.add_argument("--force", action="store_true", help="recompute points whose file exists")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("demo", help="edit the bundled model with the bundled facts and show before/after")
     _model_args(p), _hparam_args(p)

@@ -174,8 +174,12 @@ def read_records(path: str | Path) -> list:
 
 
 def load_cases(path: str | Path, n: int | None = None, offset: int = 0,
-               case_ids: list | None = None) -> list[Case]:
-    """Records of ``path`` as cases; select by ``case_ids``, or by ``offset`` and count ``n``."""
+               case_ids: list | None = None, check_batch: bool = True) -> list[Case]:
+    """Records of ``path`` as cases; select by ``case_ids``, or by ``offset`` and count ``n``.
+
+    ``check_batch`` refuses a selection that asks for two targets for one subject and prompt;
+    turn it off to load a whole benchmark file from which batches are drawn later.
+    """
     records = read_records(path)
     if not records:
         raise RequestError(f"{path}: holds no records")
@@ -188,7 +192,8 @@ def load_cases(path: str | Path, n: int | None = None, offset: int = 0,
     if not indexed:
         raise RequestError(f"{path}: the selection is empty")
     cases = [parse_record(r, i) for i, r in indexed]
-    check_conflicts([c.request for c in cases])
+    if check_batch:
+        check_conflicts([c.request for c in cases])
     return cases
 
 

@@ -95,6 +95,7 @@ def counterfact_summary(per_case: list[dict]) -> dict:
                 s_case.append(sum(s) / len(s))
                 m_case.append(sum(m) / len(m))
         out[key] = 100 * sum(s_case) / len(s_case) if s_case else float("nan")
+        out[key + "_ci95"] = [100 * x for x in bootstrap_ci(s_case)]
         out[key.replace("S", "M")] = 100 * sum(m_case) / len(m_case) if m_case else float("nan")
     parts = [out[k] for k in ("ES", "PS", "NS")]
     out["Score"] = harmonic_mean(parts) if all(p > 0 and not math.isnan(p) for p in parts) else 0.0
@@ -124,4 +125,18 @@ def zsre_summary(per_case: list[dict]) -> dict:
     for kind in ("efficacy", "paraphrase", "specificity"):
         vals = [sum(c[kind]) / len(c[kind]) for c in per_case if c.get(kind)]
         out[kind] = 100 * sum(vals) / len(vals) if vals else float("nan")
+        out[kind + "_ci95"] = [100 * x for x in bootstrap_ci(vals)]
     return out
+
+
+def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean, resampling facts with replacement."""
+    if not values:
+        return (float("nan"), float("nan"))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.tensor(values, dtype=torch.float64)
+    idx = torch.randint(len(x), (n_boot, len(x)), generator=g)
+    means = x[idx].mean(1).sort().values
+    lo = means[int((1 - level) / 2 * n_boot)]
+    hi = means[min(n_boot - 1, int((1 + level) / 2 * n_boot))]
+    return float(lo), float(hi)

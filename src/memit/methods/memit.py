@@ -19,7 +19,7 @@ from memit.hparams import MemitHyperParams, default_hparams
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers, out_weight
 from memit.requests import EditRequest, RequestError, check_conflicts, validate
 from memit.stats import second_moments
-from memit.targets import compute_targets, generate_prefixes
+from memit.targets import Targets, compute_targets, generate_prefixes
 from memit.tokens import TokenizationError, chunks, encode_filled, pad
 
 
@@ -89,12 +89,14 @@ def check_requests(tokenizer, requests: list[EditRequest], max_len: int | None) 
 
 def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams | None = None, *,
          arch: Arch | dict | None = None, stats: dict[int, torch.Tensor] | None = None,
-         apply: bool = True, progress: bool = True) -> Delta:
+         targets: Targets | None = None, apply: bool = True, progress: bool = True) -> Delta:
     """Edit ``model`` so it states each request's ``target_new``; return the weight changes.
 
     With ``apply=True`` (default) the model is left edited and ``delta.revert(model)`` restores it
     bit-exactly; with ``apply=False`` the model is restored before returning. ``stats`` may hold
-    precomputed C₀ per layer; otherwise they are loaded from the cache or computed.
+    precomputed C₀ per layer; otherwise they are loaded from the cache or computed. ``targets``
+    may hold target vectors from an earlier edit of the same requests with the same last layer and
+    prefixes (``delta.aux["targets"]``): sweeps over λ or the first layer then skip that phase.
     """
     if not isinstance(arch, Arch):
         arch = get_arch(model, arch)
@@ -121,7 +123,10 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
 
     t = time.perf_counter()
     z_layer = hp.layers[-1]
-    targets = compute_targets(model, tokenizer, arch, requests, z_layer, prefixes, hp, progress)
+    if targets is None:
+        targets = compute_targets(model, tokenizer, arch, requests, z_layer, prefixes, hp, progress)
+    elif targets.z.shape[0] != len(requests):
+        raise EditError(f"given target vectors are for {targets.z.shape[0]} requests, not {len(requests)}")
     timings["targets"] = time.perf_counter() - t
     if not torch.isfinite(targets.z).all():
         raise EditError(f"target vectors at layer {z_layer} are not finite; nothing was changed")

@@ -1,0 +1,73 @@
+"""The paper's metrics on small hand-computed cases, and the scorer against full-logit arithmetic."""
+
+import math
+
+import pytest
+import torch
+
+from helpers import tiny_model
+from memit.eval.fluency import ngram_entropy
+from memit.eval.metrics import bootstrap_ci, counterfact_summary, target_scores, zsre_case_scores, zsre_summary
+from memit.requests import Case, EditRequest
+from memit.tokens import encode
+
+
+def test_counterfact_rates_from_known_nlls():
+    per_case = [
+        {"rewrite": [{"new": 1.0, "true": 2.0}],
+         "paraphrase": [{"new": 3.0, "true": 2.0}, {"new": 1.0, "true": 2.0}],
+         "neighborhood": [{"new": 1.0, "true": 2.0}]},
+        {"rewrite": [{"new": 2.0, "true": 1.0}],
+         "paraphrase": [{"new": 0.5, "true": 4.0}, {"new": 0.5, "true": 4.0}],
+         "neighborhood": [{"new": 3.0, "true": 1.0}]},
+    ]
+    s = counterfact_summary(per_case)
+    assert s["ES"] == pytest.approx(50.0) and s["PS"] == pytest.approx(75.0) and s["NS"] == pytest.approx(50.0)
+    e = math.exp
+    em = ((e(-1) - e(-2)) + (e(-2) - e(-1))) / 2 * 100
+    pm = (((e(-3) - e(-2)) + (e(-1) - e(-2))) / 2 + (e(-0.5) - e(-4))) / 2 * 100
+    nm = ((e(-2) - e(-1)) + (e(-1) - e(-3))) / 2 * 100
+    assert s["EM"] == pytest.approx(em) and s["PM"] == pytest.approx(pm) and s["NM"] == pytest.approx(nm)
+    assert s["Score"] == pytest.approx(3 / (1 / 50 + 1 / 75 + 1 / 50))
+
+
+def test_ngram_entropy_of_a_known_text():
+    h2 = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))  # bigrams ab, ba, ab
+    h3 = 1.0  # trigrams aba, bab
+    assert ngram_entropy("a b a b") == pytest.approx((2 / 3 * h2 + 4 / 3 * h3) / 2)
+    assert ngram_entropy("x x x x x x") == 0.0  # one repeated n-gram: no entropy
+
+
+def test_bootstrap_interval():
+    assert bootstrap_ci([0.7] * 50) == pytest.approx((0.7, 0.7))
+    lo, hi = bootstrap_ci([0.0, 1.0] * 200, n_boot=2000)
+    assert lo == pytest.approx(0.5 - 1.96 * 0.025, abs=0.01) and hi == pytest.approx(0.5 + 1.96 * 0.025, abs=0.01)
+
+
+def test_scores_match_full_logits(bpe):
+    model = tiny_model("gpt2", bpe)
+    pairs = [("The Eiffel Tower is in", "Paris"), ("Rome is the capital of", "Italy and Germany")]
+    got = target_scores(model, bpe, pairs)
+    for (prompt, target), (nll, hits) in zip(pairs, got):
+        e = encode(bpe, prompt, target)
+        lp = torch.log_softmax(model(input_ids=torch.tensor([e.ids])).logits[0].float(), -1)
+        tgt = e.ids[e.n_prompt:]
+        want = -sum(lp[p, t].item() for p, t in zip(e.target_positions, tgt)) / len(tgt)
+        assert nll == pytest.approx(want, rel=1e-5)
+        assert hits == [lp[p].argmax().item() == t for p, t in zip(e.target_positions, tgt)]
+
+
+def test_zsre_accuracy_on_a_known_sequence(bpe):
+    model = tiny_model("llama", bpe)
+    # accuracy = share of target tokens that are the argmax after the teacher-forced prefix
+    case = Case(EditRequest("Where is {}?", "the tower", "Paris and Rome"), ("Where is the tower located?",),
+                loc_prompt="nq question: who plays the guitar", loc_answer="Toko")
+    per = zsre_case_scores(model, bpe, [case])
+    e = encode(bpe, "Where is the tower?", "Paris and Rome")
+    lp = model(input_ids=torch.tensor([e.ids])).logits[0]
+    expected = sum(lp[p].argmax().item() == t for p, t in zip(e.target_positions, e.ids[e.n_prompt:]))
+    assert per[0]["efficacy"] == [expected / (len(e.ids) - e.n_prompt)]
+    assert set(per[0]) == {"case_id", "efficacy", "paraphrase", "specificity"}
+    s = zsre_summary([{"efficacy": [1.0], "paraphrase": [0.5], "specificity": [0.0]},
+                      {"efficacy": [0.5], "paraphrase": [0.5], "specificity": [1.0]}])
+    assert (s["efficacy"], s["paraphrase"], s["specificity"]) == (75.0, 50.0, 50.0)
