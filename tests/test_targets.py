@@ -44,3 +44,33 @@ def test_early_stop_and_clamp_per_request(bpe):
     norms = (fast.z - fast.h).norm(dim=1) / fast.h.norm(dim=1)
     assert (norms <= 0.05 + 1e-5).all()
     assert fast.clamped == [s > 1 for s in fast.steps]  # δ of the ones that ran hit the tight clamp
+
+
+def test_interrupted_run_resumes_from_checkpoint(bpe, tmp_path, monkeypatch):
+    import memit.targets as targets_mod
+
+    model = tiny_model("llama", bpe)
+    hp = MemitHyperParams(v_num_grad_steps=4, v_lr=0.05, batch_tokens=64)
+    args = (model, bpe, get_arch(model), REQS, 2, PREFIXES, hp)
+    whole = compute_targets(*args, progress=False)
+    ckpt = tmp_path / "t.safetensors"
+    real, calls = targets_mod._optimise, []
+
+    def dies_on_second_chunk(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(targets_mod, "_optimise", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        compute_targets(*args, progress=False, checkpoint=ckpt, key="k")
+    monkeypatch.setattr(targets_mod, "_optimise", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    calls.clear()
+    resumed = compute_targets(*args, progress=False, checkpoint=ckpt, key="k")
+    assert len(calls) < 3  # the first chunk was not redone
+    torch.testing.assert_close(resumed.z, whole.z)
+    assert resumed.steps == whole.steps
+    calls.clear()
+    compute_targets(*args, progress=False, checkpoint=ckpt, key="other settings")
+    assert len(calls) == 3  # a checkpoint made for other settings is not used

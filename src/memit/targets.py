@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from memit import hooks
+from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.hparams import MemitHyperParams
 from memit.models.arch import Arch, logits
 from memit.requests import EditRequest
@@ -135,28 +137,56 @@ class _Chunk:
 
 
 def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], layer: int,
-                    prefixes: list[str], hp: MemitHyperParams, progress: bool = True) -> Targets:
+                    prefixes: list[str], hp: MemitHyperParams, progress: bool = True,
+                    checkpoint: str | Path | None = None, key: str = "") -> Targets:
+    """Target vectors for all requests. With ``checkpoint``, each finished chunk is saved at once
+    and a rerun with the same ``key`` (a fingerprint of model, requests and settings) resumes."""
     n = len(requests)
     rows = request_rows(tokenizer, requests, prefixes)
     per_req = len(rows[0])
     flat = [e for r in rows for e in r]
     z, h = [], []
     loss, nll, steps, clamped = [0.0] * n, [0.0] * n, [0] * n, [False] * n
-    bar = tqdm(total=n, desc=f"target vectors (layer {layer})", unit="req", disable=not progress)
-    for rng in chunks([len(e.ids) for e in flat], hp.batch_tokens, group=per_req):
+    ranges = list(chunks([len(e.ids) for e in flat], hp.batch_tokens, group=per_req))
+    done = _resume(checkpoint, key, z, h, loss, nll, steps, clamped)
+    bar = tqdm(total=len(ranges) * hp.v_num_grad_steps, desc=f"target vectors ({n} requests, layer {layer})",
+               unit="step", disable=not progress)
+    for rng in ranges:
         reqs = list(range(rng.start // per_req, rng.stop // per_req))
+        if reqs[-1] < done:
+            bar.update(hp.v_num_grad_steps)
+            continue
         with torch.no_grad():
             chunk = _Chunk(model, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
-        zc, hc = _optimise(model, arch, arch.block_name(layer), chunk, reqs, hp, loss, nll, steps, clamped)
+        zc, hc = _optimise(model, arch, arch.block_name(layer), chunk, reqs, hp, loss, nll, steps, clamped, bar)
         z.append(zc), h.append(hc)
-        bar.update(len(reqs))
-        bar.set_postfix(loss=f"{sum(loss[i] for i in reqs) / len(reqs):.3f}")
+        if checkpoint:
+            m = reqs[-1] + 1
+            save_tensors(checkpoint, {"z": torch.cat(z), "h": torch.cat(h)},
+                         {"key": key, "done": m, "loss": loss[:m], "nll": nll[:m], "steps": steps[:m],
+                          "clamped": clamped[:m]})
     bar.close()
     return Targets(torch.cat(z), torch.cat(h), loss, nll, steps, clamped,
                    [x < hp.v_loss_threshold for x in loss])
 
 
-def _optimise(model, arch, block, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped):
+def _resume(checkpoint, key, z, h, loss, nll, steps, clamped) -> int:
+    """Fill in the requests a checkpoint already holds; return how many."""
+    if not checkpoint or not Path(checkpoint).is_file():
+        return 0
+    try:
+        tensors, meta = load_tensors(checkpoint)
+    except CorruptFileError:
+        return 0
+    if meta.get("key") != key:
+        return 0
+    m = meta["done"]
+    z.append(tensors["z"]), h.append(tensors["h"])
+    loss[:m], nll[:m], steps[:m], clamped[:m] = meta["loss"], meta["nll"], meta["steps"], meta["clamped"]
+    return m
+
+
+def _optimise(model, arch, block, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped, bar):
     """Adam on one δ per request of the chunk (MEMIT_SPEC §2.1); returns (z, h) for them."""
     k = len(reqs)
     device = chunk.ids.device
@@ -185,7 +215,10 @@ def _optimise(model, arch, block, chunk: _Chunk, reqs, hp, loss, nll, steps, cla
         for j, i in enumerate(live):
             loss[reqs[i]], nll[reqs[i]], steps[reqs[i]] = float(total[j].detach()), float(tok_nll[j].detach()), step + 1
         going = (total.detach() >= hp.v_loss_threshold).tolist()
+        bar.update(1)
+        bar.set_postfix(live=f"{len(live)}/{k}", loss=f"{float(total.detach().mean()):.3f}")
         if step == hp.v_num_grad_steps - 1 or not any(going):
+            bar.update(hp.v_num_grad_steps - 1 - step)
             break
         delta.grad = None
         total[torch.tensor(going, device=device)].sum().backward()  # requests are independent

@@ -75,7 +75,8 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     pre = score(model, tokenizer, cases, dataset, fluency, seed)
     t_eval = time.perf_counter() - t0
     t0 = time.perf_counter()
-    delta = edit(model, tokenizer, [c.request for c in cases], hp, progress=progress)
+    ckpt = out_file.with_name(out_file.stem + ".targets.partial.safetensors")  # resumes a long run
+    delta = edit(model, tokenizer, [c.request for c in cases], hp, progress=progress, checkpoint=ckpt)
     t_edit = time.perf_counter() - t0
     try:
         post = score(model, tokenizer, cases, dataset, fluency, seed)
@@ -97,4 +98,5 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     tmp = out_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out_file)
+    ckpt.unlink(missing_ok=True)
     return result

@@ -7,7 +7,11 @@ update Δ = R Kᵀ (λC₀ + KKᵀ)⁻¹ solved in float64.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -89,7 +93,8 @@ def check_requests(tokenizer, requests: list[EditRequest], max_len: int | None) 
 
 def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams | None = None, *,
          arch: Arch | dict | None = None, stats: dict[int, torch.Tensor] | None = None,
-         targets: Targets | None = None, apply: bool = True, progress: bool = True) -> Delta:
+         targets: Targets | None = None, apply: bool = True, progress: bool = True,
+         checkpoint: str | Path | None = None) -> Delta:
     """Edit ``model`` so it states each request's ``target_new``; return the weight changes.
 
     With ``apply=True`` (default) the model is left edited and ``delta.revert(model)`` restores it
@@ -97,6 +102,8 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     precomputed C₀ per layer; otherwise they are loaded from the cache or computed. ``targets``
     may hold target vectors from an earlier edit of the same requests with the same last layer and
     prefixes (``delta.aux["targets"]``): sweeps over λ or the first layer then skip that phase.
+    ``checkpoint`` names a file where finished target vectors are saved as they come, so that an
+    interrupted long edit resumes there.
     """
     if not isinstance(arch, Arch):
         arch = get_arch(model, arch)
@@ -124,7 +131,10 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     t = time.perf_counter()
     z_layer = hp.layers[-1]
     if targets is None:
-        targets = compute_targets(model, tokenizer, arch, requests, z_layer, prefixes, hp, progress)
+        key = json.dumps([fingerprint, z_layer, prefixes, hp.to_dict(), [dataclasses.astuple(r) for r in requests]],
+                         sort_keys=True, default=str)
+        targets = compute_targets(model, tokenizer, arch, requests, z_layer, prefixes, hp, progress,
+                                  checkpoint=checkpoint, key=hashlib.sha256(key.encode()).hexdigest())
     elif targets.z.shape[0] != len(requests):
         raise EditError(f"given target vectors are for {targets.z.shape[0]} requests, not {len(requests)}")
     timings["targets"] = time.perf_counter() - t
