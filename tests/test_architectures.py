@@ -112,3 +112,16 @@ def test_unknown_architecture_lists_supported_and_explains_override(bpe):
     assert "llama" in str(e.value) and "gpt2" in str(e.value) and "mlp_out" in str(e.value)
     arch = get_arch(model, dict(ARCHS["llama"].__dict__))
     assert arch.mlp_out_name(3) == "model.layers.3.mlp.down_proj"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_are_edited_like_float32(dtype, bpe, corpus_file):
+    hp = MemitHyperParams(layers=[1, 2], lam=1e-2, prefixes=[], stats_corpus=corpus_file, stats_tokens=3000,
+                          stats_seq_len=32, v_num_grad_steps=5)
+    ref = memit.edit(tiny_model("llama", bpe), bpe, [REQ], hp, progress=False)
+    model = tiny_model("llama", bpe, dtype=dtype)
+    half = memit.edit(model, bpe, [REQ], hp, progress=False)
+    for name, d in half.weights.items():
+        assert d.dtype == torch.float32 and torch.isfinite(d).all()
+        assert model.get_parameter(name).dtype == dtype  # cast back only at the end
+        assert (d - ref.weights[name]).norm() / ref.weights[name].norm() < 0.1
