@@ -24,7 +24,7 @@ def test_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
 def test_local_directory_and_errors(tmp_path, bpe):
     tiny_model("qwen2", bpe).save_pretrained(tmp_path / "m")
     bpe.save_pretrained(tmp_path / "m")
-    model, tok = load_model(str(tmp_path / "m"))
+    model, _ = load_model(str(tmp_path / "m"))
     assert model.config.model_type == "qwen2" and not model.training
     assert not any(p.requires_grad for p in model.parameters())
     with pytest.raises(ModelLoadError, match="GGUF file not found"):
