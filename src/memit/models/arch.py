@@ -23,6 +23,8 @@ class Arch:
     d_model_key: str  # config key holding d_model
     d_ff_key: str  # config key holding d_ff (None in the config means 4 * d_model)
     conv1d: bool = False  # GPT-2's Conv1D stores W_out transposed: (d_ff, d_model)
+    attn: str = "self_attn"  # attention module inside a block (causal tracing)
+    mlp: str = "mlp"  # MLP module inside a block (causal tracing)
     softcap_key: str | None = None  # config key of a final logit soft-cap, if any
 
     def mlp_out_name(self, layer: int) -> str:
@@ -30,6 +32,11 @@ class Arch:
 
     def block_name(self, layer: int) -> str:
         return f"{self.blocks}.{layer}"
+
+    def part_name(self, kind: str, layer: int) -> str:
+        """Module whose output is a (token, layer) state: kind 'hidden' (block), 'mlp' or 'attn'."""
+        block = self.block_name(layer)
+        return block if kind == "hidden" else f"{block}.{self.mlp if kind == 'mlp' else self.attn}"
 
 
 _LLAMA_LIKE = Arch(
@@ -50,6 +57,7 @@ ARCHS: dict[str, Arch] = {
         d_model_key="n_embd",
         d_ff_key="n_inner",
         conv1d=True,
+        attn="attn",
     ),
     "gptj": Arch(
         blocks="transformer.h",
@@ -58,6 +66,7 @@ ARCHS: dict[str, Arch] = {
         lm_head="lm_head",
         d_model_key="n_embd",
         d_ff_key="n_inner",
+        attn="attn",
     ),
     "gpt_neox": Arch(
         blocks="gpt_neox.layers",
@@ -66,6 +75,7 @@ ARCHS: dict[str, Arch] = {
         lm_head="lm_head",
         d_model_key="hidden_size",
         d_ff_key="intermediate_size",
+        attn="attention",
     ),
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
