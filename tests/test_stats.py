@@ -81,3 +81,61 @@ def test_corpus_formats(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{nope\n")
     with pytest.raises(CorpusError, match="line 1"):
         list(iter_texts(str(tmp_path / "bad.jsonl")))
+
+
+def test_interrupted_statistics_resume_to_the_same_c0(bpe, corpus_file, monkeypatch):
+    import memit.stats as stats_mod
+
+    model = tiny_model("gpt_neox", bpe)
+    arch = get_arch(model)
+    kw = dict(corpus=corpus_file, max_tokens=320, seq_len=32, batch_tokens=64, progress=False)
+    whole = second_moments(model, bpe, arch, [1, 2], use_cache=False, **kw)
+    real, calls = stats_mod.hooks.run, []
+
+    def ctrl_c_on_third_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(stats_mod.hooks, "run", ctrl_c_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        second_moments(model, bpe, arch, [1, 2], **kw)
+    assert list(stats_path("x", 0, "y").parent.glob("*.partial.safetensors"))
+    calls.clear()
+    monkeypatch.setattr(stats_mod.hooks, "run", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    resumed = second_moments(model, bpe, arch, [1, 2], **kw)
+    assert len(calls) == 3  # 5 batches in all, 2 were done before the interruption
+    assert torch.equal(resumed[1], whole[1]) and torch.equal(resumed[2], whole[2])
+    assert not list(stats_path("x", 0, "y").parent.glob("*.partial.safetensors"))
+
+
+SCRIPT = """
+import sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from memit.models.arch import get_arch
+from memit.stats import second_moments
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); t = AutoTokenizer.from_pretrained(sys.argv[1])
+c = second_moments(m, t, get_arch(m), [1, 2], corpus=sys.argv[2], max_tokens=2048, seq_len=32, progress=False)
+from safetensors.torch import save_file
+save_file({str(k): v for k, v in c.items()}, sys.argv[3])
+"""
+
+
+def test_two_processes_share_one_cache(bpe, corpus_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    tiny_model("llama", bpe).save_pretrained(tmp_path / "m")
+    bpe.save_pretrained(tmp_path / "m")
+    env = dict(os.environ, MEMIT_CACHE=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "m"), corpus_file,
+                               str(tmp_path / f"c{i}.pt")], env=env) for i in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    from safetensors.torch import load_file
+
+    a, b = (load_file(tmp_path / f"c{i}.pt") for i in range(2))
+    assert torch.equal(a["1"], b["1"]) and torch.equal(a["2"], b["2"])
+    files = sorted(p.name for p in (tmp_path / "cache" / "stats").iterdir())
+    assert sum(f.endswith(".safetensors") for f in files) == 2 and not any(".tmp" in f for f in files)

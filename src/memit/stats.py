@@ -10,8 +10,11 @@ by default, the WikiText-2 excerpt bundled with memit.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -110,29 +113,79 @@ def token_windows(tokenizer, source: str | None, seq_len: int, max_tokens: int) 
 
 @torch.no_grad()
 def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batch_tokens: int,
-               progress: bool = True) -> tuple[dict[int, torch.Tensor], int]:
+               progress: bool = True, partial: Path | None = None, key: str = "",
+               save_every_s: float = 60.0) -> tuple[dict[int, torch.Tensor], int]:
     """Sums of k kᵀ (float64) for each layer over all tokens of ``windows``, and the token count.
 
     One forward pass per batch collects every layer; it stops after the last layer's input.
+    With ``partial``, the running sums are saved every ``save_every_s`` seconds and when the run
+    is interrupted (Ctrl-C included); a later call with the same ``key`` continues from there and
+    ends with exactly the sums of an uninterrupted run (same batches, same order).
     """
-    names = [arch.mlp_out_name(layer) for layer in sorted(layers)]
+    layers = sorted(layers)
+    names = [arch.mlp_out_name(layer) for layer in layers]
     _, d_ff = dims(model, arch)
     sums = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64) for layer in layers}
     device = next(model.parameters()).device
     rows = max(1, batch_tokens // windows.shape[1])
-    count = 0
-    bar = tqdm(total=windows.numel(), unit="tok", desc="C₀ statistics", disable=not progress)
-    for start in range(0, len(windows), rows):
-        batch = pad(windows[start: start + rows].tolist(), 0).to(device)
-        with hooks.record(model, names, what="input", stop=True) as seen:
-            hooks.run(model.base_model, **batch.model_inputs())
-        for layer, name in zip(sorted(layers), names):
-            k = seen[name].reshape(-1, d_ff).float()
-            sums[layer] += (k.T @ k).double().cpu()
-        count += batch.input_ids.numel()
-        bar.update(batch.input_ids.numel())
-    bar.close()
+    start, count = _load_partial(partial, key, sums)
+    bar = tqdm(total=windows.numel(), initial=start * windows.shape[1], unit="tok", desc="C₀ statistics",
+               disable=not progress)
+    last_save = time.monotonic()
+    try:
+        while start < len(windows):
+            batch = pad(windows[start: start + rows].tolist(), 0).to(device)
+            with hooks.record(model, names, what="input", stop=True) as seen:
+                hooks.run(model.base_model, **batch.model_inputs())
+            for layer, name in zip(layers, names):
+                k = seen[name].reshape(-1, d_ff).float()
+                sums[layer] += (k.T @ k).double().cpu()
+            count += batch.input_ids.numel()
+            start += rows
+            bar.update(batch.input_ids.numel())
+            if partial and time.monotonic() - last_save > save_every_s:
+                _save_partial(partial, key, sums, start, count)
+                last_save = time.monotonic()
+    except BaseException:
+        if partial:
+            _save_partial(partial, key, sums, start, count)
+        raise
+    finally:
+        bar.close()
     return sums, count
+
+
+def _save_partial(path: Path, key: str, sums: dict, start: int, count: int) -> None:
+    save_tensors(path, {f"L{layer}": s for layer, s in sums.items()}, {"key": key, "start": start, "count": count})
+
+
+def _load_partial(path: Path | None, key: str, sums: dict) -> tuple[int, int]:
+    if not path or not path.is_file():
+        return 0, 0
+    try:
+        tensors, meta = load_tensors(path)
+    except CorruptFileError:
+        return 0, 0
+    if meta.get("key") != key or set(tensors) != {f"L{layer}" for layer in sums}:
+        return 0, 0
+    for layer in sums:
+        sums[layer] = tensors[f"L{layer}"].double()
+    print(f"memit: resuming statistics from {path} ({meta['count']} tokens done)")
+    return meta["start"], meta["count"]
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock, so two processes never compute and write the same statistics at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except ImportError:  # no fcntl (Windows): no lock
+            pass
+        yield
 
 
 def stats_path(model_fp: str, layer: int, corpus_fp: str) -> Path:
@@ -146,26 +199,47 @@ def second_moments(model, tokenizer, arch: Arch, layers: list[int], *, corpus: s
     windows = token_windows(tokenizer, corpus, seq_len, max_tokens)
     corpus_fp = tensor_fingerprint(windows)
     fps = layer_fingerprints(model, arch, max(layers))
-    out: dict[int, torch.Tensor] = {}
-    missing = []
-    for layer in layers:
-        path = stats_path(fps[layer], layer, corpus_fp)
-        if use_cache and path.is_file():
-            try:
-                tensors, meta = load_tensors(path)
-                if meta.get("model_fp") == fps[layer] and meta.get("corpus_fp") == corpus_fp:
-                    out[layer] = tensors["C0"].double()
-                    continue
-            except CorruptFileError as e:
-                print(f"memit: recomputing statistics: {e}")
-        missing.append(layer)
-    if missing:
-        sums, count = accumulate(model, arch, missing, windows, batch_tokens, progress)
-        for layer in missing:
-            out[layer] = sums[layer] / count
-            if use_cache:
+    if not use_cache:
+        sums, count = accumulate(model, arch, layers, windows, batch_tokens, progress)
+        return {layer: sums[layer] / count for layer in layers}
+    out = _cached(layers, fps, corpus_fp)
+    missing = [layer for layer in layers if layer not in out]
+    if not missing:
+        return out
+    stats_dir = stats_path("", 0, "").parent
+    with _locked(stats_dir / f"{corpus_fp[:16]}.lock"):
+        out.update(_cached(missing, fps, corpus_fp, quiet=True))  # another process may have finished them
+        missing = [layer for layer in layers if layer not in out]
+        if missing:
+            key = "|".join([corpus_fp, *(fps[layer] for layer in missing), str(batch_tokens)])
+            partial = stats_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.partial.safetensors"
+            sums, count = accumulate(model, arch, missing, windows, batch_tokens, progress, partial, key)
+            for layer in missing:
+                out[layer] = sums[layer] / count
+                if not torch.isfinite(out[layer]).all():
+                    raise CorpusError(f"layer {layer}: the statistics contain NaN/Inf; the model's activations "
+                                      "overflow on this corpus (try --dtype float32)")
                 meta = {"model_fp": fps[layer], "layer": layer, "corpus": corpus or BUNDLED,
                         "corpus_fp": corpus_fp, "tokens": count, "seq_len": seq_len,
                         "model_dtype": str(next(model.parameters()).dtype), "stored_dtype": "float64"}
                 save_tensors(stats_path(fps[layer], layer, corpus_fp), {"C0": out[layer]}, meta)
+            partial.unlink(missing_ok=True)
+    return out
+
+
+def _cached(layers: list[int], fps: list[str], corpus_fp: str, quiet: bool = False) -> dict[int, torch.Tensor]:
+    """The layers whose statistics are in the cache, intact and made from the same weights and text."""
+    out = {}
+    for layer in layers:
+        path = stats_path(fps[layer], layer, corpus_fp)
+        if not path.is_file():
+            continue
+        try:
+            tensors, meta = load_tensors(path)
+        except CorruptFileError as e:
+            if not quiet:
+                print(f"memit: recomputing statistics: {e}")
+            continue
+        if meta.get("model_fp") == fps[layer] and meta.get("corpus_fp") == corpus_fp:
+            out[layer] = tensors["C0"].double()
     return out
