@@ -88,7 +88,7 @@ def test_interrupted_statistics_resume_to_the_same_c0(bpe, corpus_file, monkeypa
 
     model = tiny_model("gpt_neox", bpe)
     arch = get_arch(model)
-    kw = dict(corpus=corpus_file, max_tokens=320, seq_len=32, batch_tokens=64, progress=False)
+    kw = {"corpus": corpus_file, "max_tokens": 320, "seq_len": 32, "batch_tokens": 64, "progress": False}
     whole = second_moments(model, bpe, arch, [1, 2], use_cache=False, **kw)
     real, calls = stats_mod.hooks.run, []
 
