@@ -18,10 +18,22 @@ CORPUS = [
 
 
 def make_tokenizer(kind: str = "bpe", bos: bool = False) -> T.PreTrainedTokenizerFast:
-    """Byte-level BPE (GPT-2 style) or SentencePiece-style BPE (Llama style), optionally with BOS."""
+    """Byte-level BPE (GPT-2 style), SentencePiece-style BPE (Llama style), or "ws": a tokenizer that
+    drops spaces altogether (whitespace pre-tokenizer); optionally with BOS."""
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
     if kind == "bpe":
         raw = ByteLevelBPETokenizer()
+    elif kind == "ws":
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        raw = Tokenizer(models.BPE(unk_token="<unk>"))
+        raw.pre_tokenizer = pre_tokenizers.Whitespace()
+        raw.decoder = decoders.BPEDecoder()
+        raw.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=specials))
+        if bos:
+            raw.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+        return T.PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                         unk_token="<unk>")
     else:
         raw = SentencePieceBPETokenizer()
     raw.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1, special_tokens=specials)

@@ -151,6 +151,9 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             t = time.perf_counter()
             keys, cur_z = compute_keys(model, tokenizer, arch, requests, layer, z_layer, prefixes,
                                            hp.batch_tokens, hp.padding_side)
+            for what, t in (("keys", keys), ("current outputs", cur_z), ("statistics C₀", stats[layer])):
+                if not torch.isfinite(t).all():
+                    raise EditError(f"layer {layer}: {what} contain NaN/Inf; the edit was refused and the model restored")
             all_keys[layer] = keys
             timings["keys"] += time.perf_counter() - t
             t = time.perf_counter()
