@@ -1,6 +1,7 @@
 """The closed-form update against an independent numpy solution of the normal equations."""
 
 import numpy as np
+import pytest
 import torch
 
 from memit.methods.memit import solve_update
@@ -30,3 +31,16 @@ def test_small_lambda_reaches_the_values():
     c0 = torch.eye(16, dtype=torch.float64)
     upd = solve_update(resid, keys, c0, 1e-9)
     torch.testing.assert_close(upd @ keys, resid, rtol=1e-6, atol=1e-6)
+
+
+def test_condition_number_and_warning():
+    import warnings
+
+    from memit.methods.memit import condition_number
+
+    c0 = torch.diag(torch.tensor([1.0, 1e-3, 1e-6], dtype=torch.float64))
+    keys = torch.zeros(3, 1, dtype=torch.float64)
+    assert condition_number(keys, c0, 2.0) == pytest.approx(1e6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        condition_number(keys, c0, 1.0)  # computing it never warns by itself

@@ -143,7 +143,9 @@ def _print_summary(meta: dict) -> None:
     print(f"  target vectors: {sum(r['converged'] for r in reqs)} converged, "
           f"{sum(r['clamped'] for r in reqs)} hit the norm clamp, mean final NLL {sum(r['nll'] for r in reqs) / len(reqs):.3f}")
     for info in meta["layers_info"]:
-        print(f"  layer {info['layer']:3d}: residual {info['resid_norm']:8.3f}   ‖ΔW‖/‖W‖ {info['delta_rel_norm']:.4f}")
+        cond = f"{info['cond']:.2e}" if info.get("cond") is not None else "n/a"
+        print(f"  layer {info['layer']:3d}: residual {info['resid_norm']:8.3f}   ‖ΔW‖/‖W‖ {info['delta_rel_norm']:.4f}"
+              f"   cond(λC₀+KKᵀ) {cond}")
     print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,6 +32,10 @@ class EditError(ValueError):
     pass
 
 
+COND_WARN = 1e10  # beyond this the float64 solve loses more than ~6 of its 16 digits
+COND_MAX_DFF = 8192  # the eigenvalues of a larger system cost more than the edit itself
+
+
 def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> torch.Tensor:
     """Δ = R Kᵀ (λC₀ + KKᵀ)⁻¹ in float64, by a solve (never an explicit inverse).
 
@@ -40,6 +45,15 @@ def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam:
     k = keys.double()
     a = lam * c0.double() + k @ k.T
     return resid.double() @ torch.linalg.solve(a, k).T
+
+
+def condition_number(keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float | None:
+    """cond(λC₀ + KKᵀ) from its eigenvalues (it is symmetric positive semi-definite)."""
+    if c0.shape[0] > COND_MAX_DFF:
+        return None
+    k = keys.double()
+    ev = torch.linalg.eigvalsh(lam * c0.double() + k @ k.T)
+    return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
 
 
 @torch.no_grad()
@@ -145,14 +159,14 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     all_keys: dict[int, torch.Tensor] = {}
     originals: dict[str, torch.Tensor] = {}
     layer_info = []
-    timings["keys"] = timings["solve"] = 0.0
+    timings["keys"] = timings["solve"] = timings["diagnostics"] = 0.0
     try:
         for i, layer in enumerate(tqdm(hp.layers, desc="layers", disable=not progress)):
             t = time.perf_counter()
             keys, cur_z = compute_keys(model, tokenizer, arch, requests, layer, z_layer, prefixes,
                                            hp.batch_tokens, hp.padding_side)
-            for what, t in (("keys", keys), ("current outputs", cur_z), ("statistics C₀", stats[layer])):
-                if not torch.isfinite(t).all():
+            for what, x in (("keys", keys), ("current outputs", cur_z), ("statistics C₀", stats[layer])):
+                if not torch.isfinite(x).all():
                     raise EditError(f"layer {layer}: {what} contain NaN/Inf; the edit was refused and the model restored")
             all_keys[layer] = keys
             timings["keys"] += time.perf_counter() - t
@@ -169,11 +183,18 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
                 weight.copy_((weight.float() + upd.to(weight.device)).to(weight.dtype))
             deltas[name] = upd.cpu()
             timings["solve"] += time.perf_counter() - t
+            t = time.perf_counter()
+            cond = condition_number(keys, stats[layer], lam)
+            if cond is not None and cond > COND_WARN:
+                warnings.warn(f"layer {layer}: the system λC₀ + KKᵀ is poorly conditioned (cond {cond:.2e}); "
+                              "consider a larger λ or more statistics tokens", stacklevel=2)
             layer_info.append({
                 "layer": layer,
                 "resid_norm": float((targets.z - cur_z).norm(dim=1).mean()),
                 "delta_rel_norm": float(upd.norm() / as_math(originals[name], arch).float().norm()),
+                "cond": cond,
             })
+            timings["diagnostics"] += time.perf_counter() - t
     except BaseException:
         with torch.no_grad():
             for name, w in originals.items():
