@@ -50,3 +50,19 @@ def test_wheel_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMIT_SMOLLM2_WHEEL", str(tmp_path / "nope.whl"))
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model("smollm2-135m")
+
+
+def test_remote_code_is_off_unless_asked(monkeypatch, tmp_path):
+    import transformers
+
+    seen = []
+
+    def capture(*a, **k):
+        seen.append(k.get("trust_remote_code"))
+        raise OSError("stop here")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", capture)
+    for kwargs in ({}, {"trust_remote_code": True}):
+        with pytest.raises(ModelLoadError):
+            load_model("org/model", **kwargs)
+    assert seen == [False, True]
