@@ -14,7 +14,8 @@ EXAMPLES = """examples:
   memit edit --model smollm2-135m --requests facts.json --out edited-model/
   memit edit --model ./my-model --requests cf.json --n 100 --layers 3,4,5,6,7,8 --delta edit.safetensors
   memit apply --model ./my-model --delta edit.safetensors --out edited-model/
-  memit stats --model smollm2-135m --layers 3,4,5,6,7,8 --corpus ../shared/data/wikipedia_en --tokens 200000
+  memit stats --model smollm2-135m --layers 3,4,5,6,7,8 --corpus ../shared/data/wikipedia_en --stats-tokens 200000
+  torchrun --nproc_per_node 2 -m memit.cli stats --model smollm2-135m --layers 3,4,5,6,7,8   # data parallel
   memit generate --model edited-model/ "The Eiffel Tower is located in the city of"
   memit eval --dataset counterfact --data counterfact-edit.json --n 1 10 100 --out results/
 """
@@ -168,8 +169,11 @@ def cmd_stats(args) -> None:
     hp = _hparams(args, model)
     c0 = second_moments(model, tokenizer, get_arch(model), hp.layers, corpus=hp.stats_corpus,
                         max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens)
-    for layer, c in c0.items():
-        print(f"layer {layer}: C₀ {tuple(c.shape)}, trace {float(c.trace()):.4g}")
+    from memit.stats import world_rank
+
+    if world_rank()[0] == 0:
+        for layer, c in c0.items():
+            print(f"layer {layer}: C₀ {tuple(c.shape)}, trace {float(c.trace()):.4g}")
 
 
 def cmd_generate(args) -> None:
@@ -331,9 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _init_distributed(args) -> None:
+    """Under torchrun (WORLD_SIZE > 1): join the process group, gloo on CPU, nccl on GPU."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    cuda = getattr(args, "device", "cpu").startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    if cuda:
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    dist.init_process_group("nccl" if cuda else "gloo")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "stats":
+        _init_distributed(args)
     try:
         args.fn(args)
     except _known_errors() as e:

@@ -127,6 +127,10 @@ def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batc
     _, d_ff = dims(model, arch)
     sums = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64) for layer in layers}
     device = next(model.parameters()).device
+    rank, world = world_rank()
+    if world > 1:  # data parallel: each rank takes a disjoint shard, sums are all-reduced below
+        windows = windows[rank::world]
+        key += f"|rank {rank} of {world}"
     rows = max(1, batch_tokens // windows.shape[1])
     start, count = _load_partial(partial, key, sums)
     bar = tqdm(total=windows.numel(), initial=start * windows.shape[1], unit="tok", desc="C₀ statistics",
@@ -152,7 +156,26 @@ def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batc
         raise
     finally:
         bar.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        for layer in layers:
+            t = sums[layer].to(device)
+            dist.all_reduce(t)
+            sums[layer] = t.cpu()
+        c = torch.tensor([float(count)], dtype=torch.float64, device=device)
+        dist.all_reduce(c)
+        count = int(c.item())
     return sums, count
+
+
+def world_rank() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed (launched with torchrun), else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _save_partial(path: Path, key: str, sums: dict, start: int, count: int) -> None:
@@ -195,13 +218,22 @@ def stats_path(model_fp: str, layer: int, corpus_fp: str) -> Path:
 def second_moments(model, tokenizer, arch: Arch, layers: list[int], *, corpus: str | None = None,
                    max_tokens: int = 100_000, seq_len: int = 256, batch_tokens: int = 4096,
                    use_cache: bool = True, progress: bool = True) -> dict[int, torch.Tensor]:
-    """C₀ (float64, normalised by the token count) for each layer; cached ones are reused."""
+    """C₀ (float64, normalised by the token count) for each layer; cached ones are reused.
+
+    Under torch.distributed each rank takes a disjoint shard of the windows and the sums are
+    all-reduced, so the cache is the same as a single process would write.
+    """
+    seq_len = min(seq_len, getattr(model.config, "max_position_embeddings", None) or seq_len)
     windows = token_windows(tokenizer, corpus, seq_len, max_tokens)
     corpus_fp = tensor_fingerprint(windows)
     fps = layer_fingerprints(model, arch, max(layers))
     if not use_cache:
         sums, count = accumulate(model, arch, layers, windows, batch_tokens, progress)
         return {layer: sums[layer] / count for layer in layers}
+    rank, world = world_rank()
+    if world > 1:  # ranks share rank 0's view of the cache; rank 0 alone writes it
+        return _second_moments_distributed(model, arch, layers, windows, fps, corpus_fp, batch_tokens, progress,
+                                           rank, {"corpus": corpus or BUNDLED, "seq_len": seq_len})
     out = _cached(layers, fps, corpus_fp)
     missing = [layer for layer in layers if layer not in out]
     if not missing:
@@ -219,11 +251,32 @@ def second_moments(model, tokenizer, arch: Arch, layers: list[int], *, corpus: s
                 if not torch.isfinite(out[layer]).all():
                     raise CorpusError(f"layer {layer}: the statistics contain NaN/Inf; the model's activations "
                                       "overflow on this corpus (try --dtype float32)")
-                meta = {"model_fp": fps[layer], "layer": layer, "corpus": corpus or BUNDLED,
-                        "corpus_fp": corpus_fp, "tokens": count, "seq_len": seq_len,
-                        "model_dtype": str(next(model.parameters()).dtype), "stored_dtype": "float64"}
-                save_tensors(stats_path(fps[layer], layer, corpus_fp), {"C0": out[layer]}, meta)
+                _save_stats(model, out[layer], layer, fps[layer], corpus_fp, count,
+                            {"corpus": corpus or BUNDLED, "seq_len": seq_len})
             partial.unlink(missing_ok=True)
+    return out
+
+
+def _save_stats(model, c0, layer, model_fp, corpus_fp, count, extra) -> None:
+    meta = {"model_fp": model_fp, "layer": layer, "corpus_fp": corpus_fp, "tokens": count,
+            "model_dtype": str(next(model.parameters()).dtype), "stored_dtype": "float64", **extra}
+    save_tensors(stats_path(model_fp, layer, corpus_fp), {"C0": c0}, meta)
+
+
+def _second_moments_distributed(model, arch, layers, windows, fps, corpus_fp, batch_tokens, progress, rank, extra):
+    import torch.distributed as dist
+
+    found = [_cached(layers, fps, corpus_fp) if rank == 0 else None]
+    dist.broadcast_object_list(found, src=0)
+    out = found[0]
+    missing = [layer for layer in layers if layer not in out]
+    if missing:
+        sums, count = accumulate(model, arch, missing, windows, batch_tokens, progress and rank == 0)
+        for layer in missing:
+            out[layer] = sums[layer] / count
+            if rank == 0:
+                _save_stats(model, out[layer], layer, fps[layer], corpus_fp, count, extra)
+    dist.barrier()
     return out
 
 
