@@ -26,6 +26,8 @@ CASES = [
     ("subject missing from prompt", [GOOD, dict(GOOD, prompt="Where is it?", subject="Louvre")], [],
      "record 1: field 'subject'"),
     ("subject empty", [dict(GOOD, subject="")], [], "record 0: field 'subject'"),
+    ("subject lost in tokenization", [dict(GOOD, prompt="{} is in", subject="<pad>")], [],
+     "request 0 (case_id 0): subject lost in tokenization"),
     ("target empty", [dict(GOOD, target_new="")], [], "record 0: field 'target_new'"),
     ("target whitespace", [dict(GOOD, target_new="   ")], [], "record 0: field 'target_new'"),
     ("target equals true", [dict(GOOD, target_new="Paris")], [], "record 0: field 'target_new'"),

@@ -48,6 +48,10 @@ def encode(tokenizer, prompt: str, target: str | None = None,
         if not inside or offsets[inside[-1]][1] <= subject_span[0]:
             raise TokenizationError(f"{where}: subject lost in tokenization of {text!r}")
         subject_last = inside[-1]
+        special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        overlap = [ids[i] for i, (s, e) in enumerate(offsets) if s < s_end and e > subject_span[0]]
+        if any(t in special for t in overlap):
+            raise TokenizationError(f"{where}: subject lost in tokenization: it is read as a special token in {text!r}")
     if not real:
         raise TokenizationError(f"{where}: {text!r} produced no tokens")
     ids = ids[: real[-1][0] + 1]  # drop a trailing EOS the tokenizer may append
