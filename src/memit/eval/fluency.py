@@ -7,6 +7,7 @@ import re
 from collections import Counter
 
 import torch
+from tqdm.auto import tqdm
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -32,7 +33,8 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int = 100, top_
     tokenizer.padding_side = "left"
     out = []
     try:
-        for i in range(0, len(prompts), batch_size):
+        for i in tqdm(range(0, len(prompts), batch_size), desc=f"generating {len(prompts)} texts", leave=False,
+                      disable=len(prompts) <= batch_size):
             torch.manual_seed(seed + i)
             enc = tokenizer(prompts[i: i + batch_size], return_tensors="pt", padding=True).to(device)
             gen = model.generate(**enc, do_sample=True, top_k=top_k, max_new_tokens=max_new_tokens,

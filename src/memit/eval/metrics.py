@@ -10,6 +10,7 @@ import math
 from statistics import harmonic_mean
 
 import torch
+from tqdm.auto import tqdm
 
 from memit.models.arch import get_arch, logits
 from memit.requests import Case
@@ -24,7 +25,8 @@ def target_scores(model, tokenizer, pairs: list[tuple[str, str]], batch_tokens: 
     device = next(model.parameters()).device
     encs = [encode(tokenizer, p, t, where=f"prompt {p!r}") for p, t in pairs]
     out: list[tuple[float, list[bool]]] = []
-    for rng in chunks([len(e.ids) for e in encs], batch_tokens):
+    ranges = list(chunks([len(e.ids) for e in encs], batch_tokens))
+    for rng in tqdm(ranges, desc=f"scoring {len(pairs)} prompts", disable=len(ranges) < 5, leave=False):
         part = encs[rng.start: rng.stop]
         batch = pad([e.ids for e in part], tokenizer.pad_token_id or 0).to(device)
         hidden = model.base_model(**batch.model_inputs())[0]
