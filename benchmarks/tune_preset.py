@@ -81,6 +81,9 @@ def plot(results: dict, path: Path) -> None:
                      [r["edited"][metric] for r in band_runs], "o-", color=c, label=metric)
         axes[1].axhline(results["unedited"][metric], color=c, ls="--", alpha=0.6)
     axes[0].set_xscale("log")
+    lams = [r["lam_per_dff"] for r in lam_runs]
+    axes[0].set_xticks(lams, [f"{x:g}" for x in lams])
+    axes[0].minorticks_off()
     axes[0].set_xlabel("λ per d_ff (layers 3-8)")
     axes[1].set_xlabel("layer band (λ = 1 per d_ff)")
     for ax in axes:
