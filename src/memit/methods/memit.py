@@ -172,8 +172,9 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             timings["keys"] += time.perf_counter() - t
             t = time.perf_counter()
             resid = (targets.z - cur_z).T / (len(hp.layers) - i)  # (d_model, n)
-            upd = solve_update(resid, keys, stats[layer], lam)  # (d_model, d_ff)
             weight = out_weight(model, arch, layer)
+            dev = weight.device if weight.device.type != "mps" else torch.device("cpu")  # MPS: no float64
+            upd = solve_update(resid.to(dev), keys.to(dev), stats[layer].to(dev), lam)  # (d_model, d_ff)
             name = arch.mlp_out_name(layer) + ".weight"
             if not torch.isfinite(upd).all():
                 raise EditError(f"layer {layer}: the update is not finite (NaN/Inf); the model was restored")
