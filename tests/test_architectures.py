@@ -31,6 +31,7 @@ def _at_subject(model, tok, arch, layer):
     return k[names[0]][0, i], o[names[0]][0, i], o[names[1]][0, i]
 
 
+@pytest.mark.filterwarnings("ignore:.*poorly conditioned")  # λ → 0 on purpose: the system is near singular
 @pytest.mark.parametrize("model_type", ALL_TYPES)
 def test_one_edit_maps_key_to_intended_value(model_type, bpe, corpus_file):
     model = tiny_model(model_type, bpe)
