@@ -102,6 +102,27 @@ def main() -> None:
         out += ["", "![speed](../benchmarks/results/speed/speed.png)", ""]
     else:
         out += ["*Not measured yet.*", ""]
+    gpu = _load("device/gpu_speed_h100.json")
+    check = _load("device/gpu_check_h100.json")
+    if gpu:
+        g = gpu[0]
+        out += ["### On an H100 (target-vector phase only)", "",
+                ("Command: `python benchmarks/gpu_speed.py --model-dir DIR --requests cf100.json --n 10 100` "
+                f"({g['note']}: only the times mean anything)."), "",
+                "| N | memit (fast path) | reference loop | speed-up |", "|---|---|---|---|"]
+        for n in sorted({r["n"] for r in g["rows"]}):
+            f = next(r for r in g["rows"] if r["n"] == n and r["path"] == "fast")
+            ref = next(r for r in g["rows"] if r["n"] == n and r["path"] == "reference")
+            out.append(f"| {n} | {f['seconds']:.1f} s | {ref['seconds']:.1f} s | ×{ref['seconds'] / f['seconds']:.1f} |")
+        out += ["", f"File: `{g['_file']}`. Machine: {_machine(g['machine'])}.", ""]
+    if check:
+        c = check[0]
+        fp32 = [r for r in c["rows"] if r["dtype"] == "torch.float32"]
+        out += ["## Same edit on CPU and CUDA", "",
+                ("Command: `python benchmarks/gpu_check.py` on an H100: the delta of a CUDA edit against the CPU edit "
+                f"in float32, for all {len(fp32)} architectures: largest relative difference "
+                f"{max(r['max_rel_diff_vs_cpu_fp32'] for r in fp32):.1e}. (bf16 edits differ from float32 by 2–18 % "
+                "on these tiny random models, on CPU as on CUDA.)"), "", f"File: `{c['_file']}`.", ""]
     (ROOT / "docs" / "results.md").write_text("\n".join(out) + "\n")
     print("wrote docs/results.md")
 
