@@ -66,8 +66,8 @@ def main() -> None:
     out += ["## Causal tracing", ""]
     if trace:
         t = trace[0]
-        out += [("Command: `memit trace --facts ../shared/data/known_1000.json --n 100 --samples 2 "
-                "--out benchmarks/results/trace`"), "",
+        out += [(f"Command: `memit trace --facts ../shared/data/known_1000.json --n {t['n_candidates']} "
+                 f"--samples {t['samples']} --out benchmarks/results/trace`"), "",
                 (f"{t['n_traced']} of {t['n_candidates']} candidate facts are predicted (top-1) by the model and were "
                 f"traced; noise σ = {t['noise_sigma']:.3f}. Suggested band (width 6, largest MLP effect at the "
                 f"last subject token): **{t['suggested_band']}**."), "",
