@@ -31,6 +31,7 @@ def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
         return [f"*No {dataset} results yet.*", ""]
     keys = ["ES", "PS", "NS", "Score", "GE"] if dataset == "counterfact" else ["efficacy", "paraphrase", "specificity"]
     keys = [k for k in keys if k in runs[0]["edited"]]
+    command = command.replace("{ns}", " ".join(str(r["n"]) for r in runs))
     lines = [f"Command: `{command}`", "", "| N | " + " | ".join(f"{k} unedited → MEMIT" for k in keys)
              + " | edit wall time | targets converged / clamped |", "|---" * (len(keys) + 3) + "|"]
     for r in runs:
@@ -53,15 +54,15 @@ def main() -> None:
     out += ["## CounterFact (counterfact-edit, the reporting split)", ""]
     out += scaling_section("counterfact", "scaling",
                            "memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/"
-                           "counterfact-edit.json --n 1 10 100 --out benchmarks/results/scaling")
+                           "counterfact-edit.json --n {ns} --out benchmarks/results/scaling")
     out += ["## zsRE", ""]
     out += scaling_section("zsre", "scaling",
                            "memit eval --dataset zsre --data ../shared/data/zsre/zsre_mend_eval_portability_gpt4.json"
-                           " --n 1 10 100 --out benchmarks/results/scaling")
+                           " --n {ns} --out benchmarks/results/scaling")
     out += ["## CounterFact train split, first 100 records (the core issue's end-to-end check)", ""]
     out += scaling_section("counterfact", "train100",
                            "memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/"
-                           "counterfact-train.json --n 100 --out benchmarks/results/train100")
+                           "counterfact-train.json --n {ns} --out benchmarks/results/train100")
     trace = _load("trace/trace.json")
     out += ["## Causal tracing", ""]
     if trace:
