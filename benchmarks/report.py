@@ -103,6 +103,17 @@ def main() -> None:
         out += ["", "![speed](../benchmarks/results/speed/speed.png)", ""]
     else:
         out += ["*Not measured yet.*", ""]
+    prof = _load("speed/profile.json")
+    if prof:
+        p = prof[0]
+        out += ["### One optimisation step", "",
+                (f"Command: `python benchmarks/profile_step.py --n {p['n_requests']}`: one step on {p['rows']} prompt rows "
+                 f"({p['suffix_tokens_real']} real suffix tokens after a {p['prefix_tokens_cached']}-token cached prefix) "
+                 f"takes {p['step_wall_s']:.2f} s for {p['gflop_per_step']:.0f} GFLOP of matrix products "
+                 f"({p['achieved_gflops']:.0f} GFLOP/s); a plain 2048² float32 product reached "
+                 f"{p['matmul_peak_gflops']:.0f} GFLOP/s in the same run, so the step already runs at this CPU's "
+                 "matrix-product speed: what remains is arithmetic, not overhead. "
+                 + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in p["top_ops"][:3]) + "."), ""]
     gpu = _load("device/gpu_speed_h100.json")
     check = _load("device/gpu_check_h100.json")
     if gpu:
