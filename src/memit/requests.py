@@ -47,9 +47,15 @@ class Case:
     extra: dict = field(default_factory=dict)
 
 
+def where_of(i: int, case_id=None, kind: str = "record") -> str:
+    """How an error names a record: its index, and its case_id (repr'd, so it stays one line)."""
+    if case_id is None:
+        return f"{kind} {i}"
+    return f"{kind} {i} (case_id {case_id if isinstance(case_id, int) else repr(case_id)})"
+
+
 def _where(i: int, rec) -> str:
-    cid = rec.get("case_id") if isinstance(rec, dict) else None
-    return f"record {i}" + (f" (case_id {cid})" if cid is not None else "")
+    return where_of(i, rec.get("case_id") if isinstance(rec, dict) else None)
 
 
 def _str(rec: dict, key: str, where: str, *, path: str | None = None) -> str:

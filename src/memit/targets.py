@@ -21,7 +21,7 @@ from memit import hooks
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.hparams import MemitHyperParams
 from memit.models.arch import Arch, logits
-from memit.requests import EditRequest
+from memit.requests import EditRequest, where_of
 from memit.tokens import Encoded, chunks, encode_filled
 
 KL_PROMPT = "{} is a"
@@ -61,7 +61,7 @@ def request_rows(tokenizer, requests: list[EditRequest], prefixes: list[str]) ->
     """For each request: its prompt behind each prefix ("" first) with the target, then the KL prompt."""
     rows = []
     for i, r in enumerate(requests):
-        where = f"request {i}" + (f" (case_id {r.case_id})" if r.case_id is not None else "")
+        where = where_of(i, r.case_id, "request")
         enc = [encode_filled(tokenizer, r.prompt, r.subject, r.target_new, prefix=p, where=where)
                for p in ["", *prefixes]]
         enc.append(encode_filled(tokenizer, KL_PROMPT, r.subject, where=where))

@@ -22,7 +22,7 @@ from memit.delta import Delta
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams, default_hparams
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers, out_weight
-from memit.requests import EditRequest, RequestError, check_conflicts, validate
+from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
 from memit.stats import second_moments
 from memit.targets import Targets, compute_targets, generate_prefixes
 from memit.tokens import TokenizationError, chunks, encode_filled, pad
@@ -94,7 +94,7 @@ def check_requests(tokenizer, requests: list[EditRequest], max_len: int | None) 
     if not requests:
         raise RequestError("no requests to edit")
     for i, r in enumerate(requests):
-        where = f"request {i}" + (f" (case_id {r.case_id})" if r.case_id is not None else "")
+        where = where_of(i, r.case_id, "request")
         validate(r, where)
         try:
             enc = encode_filled(tokenizer, r.prompt, r.subject, r.target_new, where=where)
