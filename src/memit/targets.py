@@ -96,7 +96,7 @@ class _Chunk:
         for r, e in enumerate(encs):
             if r % per_req == per_req - 1:
                 continue
-            shift = p - e.subject_last - p  # suffix column of token j is j + shift
+            shift = -e.subject_last  # token j sits at column j + p - subject_last, i.e. suffix column j + shift
             for q, t in zip(e.target_positions, e.ids[e.n_prompt:]):
                 self.pos_r.append(r), self.pos_c.append(q + shift), self.tgt.append(t), self.owner.append(r // per_req)
 
