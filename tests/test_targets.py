@@ -74,3 +74,16 @@ def test_interrupted_run_resumes_from_checkpoint(bpe, tmp_path, monkeypatch):
     calls.clear()
     compute_targets(*args, progress=False, checkpoint=ckpt, key="other settings")
     assert len(calls) == 3  # a checkpoint made for other settings is not used
+
+
+def test_requests_are_chunked_by_suffix_length(bpe, monkeypatch):
+    """Short suffixes are optimised together; results still come back in the caller's order."""
+    import memit.targets as targets_mod
+
+    model = tiny_model("llama", bpe)
+    hp = MemitHyperParams(v_num_grad_steps=2, v_lr=0.05, batch_tokens=64)
+    seen, real = [], targets_mod._optimise
+    monkeypatch.setattr(targets_mod, "_optimise", lambda m, a, b, chunk, reqs, *r: (seen.append(chunk.ids.shape[1]),
+                                                                                    real(m, a, b, chunk, reqs, *r))[1])
+    compute_targets(model, bpe, get_arch(model), REQS, 2, PREFIXES, hp, progress=False)
+    assert seen == sorted(seen) and len(set(seen)) > 1  # the long "Eiffel Tower" suffix is not first

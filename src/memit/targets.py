@@ -144,11 +144,15 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
     n = len(requests)
     rows = request_rows(tokenizer, requests, prefixes)
     per_req = len(rows[0])
+    # Requests with similar suffix lengths share a chunk, so little of each step is padding.
+    order = sorted(range(n), key=lambda i: (max(len(e.ids) - e.subject_last for e in rows[i]),
+                                            max(e.subject_last for e in rows[i])))
+    rows = [rows[i] for i in order]
     flat = [e for r in rows for e in r]
     z, h = [], []
     loss, nll, steps, clamped = [0.0] * n, [0.0] * n, [0] * n, [False] * n
     ranges = list(chunks([len(e.ids) for e in flat], hp.batch_tokens, group=per_req))
-    done = _resume(checkpoint, key, z, h, loss, nll, steps, clamped)
+    done = _resume(checkpoint, key, order, z, h, loss, nll, steps, clamped)
     bar = tqdm(total=len(ranges) * hp.v_num_grad_steps, desc=f"target vectors ({n} requests, layer {layer})",
                unit="step", disable=not progress)
     for rng in ranges:
@@ -163,22 +167,27 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
         if checkpoint:
             m = reqs[-1] + 1
             save_tensors(checkpoint, {"z": torch.cat(z), "h": torch.cat(h)},
-                         {"key": key, "done": m, "loss": loss[:m], "nll": nll[:m], "steps": steps[:m],
+                         {"key": key, "order": order, "done": m, "loss": loss[:m], "nll": nll[:m], "steps": steps[:m],
                           "clamped": clamped[:m]})
     bar.close()
-    return Targets(torch.cat(z), torch.cat(h), loss, nll, steps, clamped,
-                   [x < hp.v_loss_threshold for x in loss])
+    back = sorted(range(n), key=order.__getitem__)  # sorted position of each request
+
+    def unsort(xs):
+        return [xs[j] for j in back]
+
+    return Targets(torch.cat(z)[back], torch.cat(h)[back], unsort(loss), unsort(nll), unsort(steps),
+                   unsort(clamped), unsort([x < hp.v_loss_threshold for x in loss]))
 
 
-def _resume(checkpoint, key, z, h, loss, nll, steps, clamped) -> int:
-    """Fill in the requests a checkpoint already holds; return how many."""
+def _resume(checkpoint, key, order, z, h, loss, nll, steps, clamped) -> int:
+    """Fill in the requests a checkpoint already holds (in chunk order); return how many."""
     if not checkpoint or not Path(checkpoint).is_file():
         return 0
     try:
         tensors, meta = load_tensors(checkpoint)
     except CorruptFileError:
         return 0
-    if meta.get("key") != key:
+    if meta.get("key") != key or meta.get("order") != order:
         return 0
     m = meta["done"]
     z.append(tensors["z"]), h.append(tensors["h"])
