@@ -1,5 +1,6 @@
 """C₀: float64 sums, cached by content fingerprints, recomputed when anything changes."""
 
+import itertools
 import json
 
 import pytest
@@ -139,3 +140,25 @@ def test_two_processes_share_one_cache(bpe, corpus_file, tmp_path):
     assert torch.equal(a["1"], b["1"]) and torch.equal(a["2"], b["2"])
     files = sorted(p.name for p in (tmp_path / "cache" / "stats").iterdir())
     assert sum(f.endswith(".safetensors") for f in files) == 2 and not any(".tmp" in f for f in files)
+
+
+def test_drift_per_quarter_is_the_change_of_the_running_estimate(bpe, corpus_file):
+    from memit.stats import accumulate, stats_info
+
+    model = tiny_model("llama", bpe)
+    arch = get_arch(model)
+    windows = token_windows(bpe, corpus_file, 16, 256)  # 16 windows, 4 per batch: a mark after each batch
+    *_, drift = accumulate(model, arch, [1], windows, 64, progress=False)
+    running = []
+    for i in range(0, 16, 4):
+        part = accumulate(model, arch, [1], windows[: i + 4], 64, progress=False)
+        running.append(part[0][1] / part[1])
+    expected = [float((b - a).norm() / b.norm()) for a, b in itertools.pairwise(running)]
+    assert [d[:2] for d in drift[1]] == [[64, 128], [128, 192], [192, 256]]
+    assert [d[2] for d in drift[1]] == pytest.approx(expected, rel=1e-4)
+    # the cached statistics keep it, and ``memit stats`` reads it back
+    kw = {"corpus": corpus_file, "max_tokens": 256, "seq_len": 16}
+    second_moments(model, bpe, arch, [1], batch_tokens=64, progress=False, **kw)
+    kept = stats_info(model, bpe, arch, [1], **kw)[1]["drift"]
+    assert [d[:2] for d in kept] == [d[:2] for d in drift[1]]
+    assert [d[2] for d in kept] == pytest.approx([d[2] for d in drift[1]], rel=1e-5)

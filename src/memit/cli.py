@@ -169,11 +169,16 @@ def cmd_stats(args) -> None:
     hp = _hparams(args, model)
     c0 = second_moments(model, tokenizer, get_arch(model), hp.layers, corpus=hp.stats_corpus,
                         max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens)
-    from memit.stats import world_rank
+    from memit.stats import stats_info, world_rank
 
     if world_rank()[0] == 0:
+        info = stats_info(model, tokenizer, get_arch(model), hp.layers, corpus=hp.stats_corpus,
+                          max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len)
         for layer, c in c0.items():
-            print(f"layer {layer}: C₀ {tuple(c.shape)}, trace {float(c.trace()):.4g}")
+            meta = info.get(layer, {})
+            drift = " → ".join(f"{100 * d:.2f}%" for _, _, d in meta.get("drift", []))
+            print(f"layer {layer}: C₀ {tuple(c.shape)}, trace {float(c.trace()):.4g}, "
+                  f"{meta.get('tokens', '?')} tokens" + (f", drift per quarter {drift}" if drift else ""))
 
 
 def cmd_generate(args) -> None:

@@ -114,8 +114,11 @@ def token_windows(tokenizer, source: str | None, seq_len: int, max_tokens: int) 
 @torch.no_grad()
 def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batch_tokens: int,
                progress: bool = True, partial: Path | None = None, key: str = "",
-               save_every_s: float = 60.0) -> tuple[dict[int, torch.Tensor], int]:
-    """Sums of k kᵀ (float64) for each layer over all tokens of ``windows``, and the token count.
+               save_every_s: float = 60.0) -> tuple[dict[int, torch.Tensor], int, dict[int, list]]:
+    """Sums of k kᵀ (float64) for each layer over all tokens of ``windows``, the token count, and
+    the drift: at each quarter of the budget, how much the estimate C₀ moved since the previous
+    quarter (‖ΔC₀‖_F / ‖C₀‖_F, as ``[tokens_then, tokens_now, change]``). A last change of a few
+    percent says a larger budget would still move C₀; one well under 1 % says it has settled.
 
     One forward pass per batch collects every layer; it stops after the last layer's input.
     With ``partial``, the running sums are saved every ``save_every_s`` seconds and when the run
@@ -133,6 +136,9 @@ def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batc
         key += f"|rank {rank} of {world}"
     rows = max(1, batch_tokens // windows.shape[1])
     start, count = _load_partial(partial, key, sums)
+    marks = sorted({-(-len(windows) * q // 4) for q in (1, 2, 3, 4)})
+    drift: dict[int, list] = {layer: [] for layer in layers}
+    last: dict[int, tuple[int, torch.Tensor]] = {}
     bar = tqdm(total=windows.numel(), initial=start * windows.shape[1], unit="tok", desc="C₀ statistics",
                disable=not progress)
     last_save = time.monotonic()
@@ -147,6 +153,10 @@ def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batc
             count += batch.input_ids.numel()
             start += rows
             bar.update(batch.input_ids.numel())
+            if marks and start >= marks[0]:
+                while marks and start >= marks[0]:
+                    marks.pop(0)
+                _track_drift(sums, count, last, drift)
             if partial and time.monotonic() - last_save > save_every_s:
                 _save_partial(partial, key, sums, start, count)
                 last_save = time.monotonic()
@@ -166,7 +176,17 @@ def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batc
         c = torch.tensor([float(count)], dtype=torch.float64, device=device)
         dist.all_reduce(c)
         count = int(c.item())
-    return sums, count
+        drift = {layer: [] for layer in layers}  # one shard's drift says little about the whole
+    return sums, count, drift
+
+
+def _track_drift(sums: dict, count: int, last: dict, drift: dict) -> None:
+    for layer, s in sums.items():
+        est = (s / count).float()  # float32 copy: the drift needs only a few digits
+        if layer in last:
+            then, prev = last[layer]
+            drift[layer].append([then, count, float((est - prev).norm() / est.norm())])
+        last[layer] = (count, est)
 
 
 def world_rank() -> tuple[int, int]:
@@ -228,7 +248,7 @@ def second_moments(model, tokenizer, arch: Arch, layers: list[int], *, corpus: s
     corpus_fp = tensor_fingerprint(windows)
     fps = layer_fingerprints(model, arch, max(layers))
     if not use_cache:
-        sums, count = accumulate(model, arch, layers, windows, batch_tokens, progress)
+        sums, count, _ = accumulate(model, arch, layers, windows, batch_tokens, progress)
         return {layer: sums[layer] / count for layer in layers}
     rank, world = world_rank()
     if world > 1:  # ranks share rank 0's view of the cache; rank 0 alone writes it
@@ -245,15 +265,39 @@ def second_moments(model, tokenizer, arch: Arch, layers: list[int], *, corpus: s
         if missing:
             key = "|".join([corpus_fp, *(fps[layer] for layer in missing), str(batch_tokens)])
             partial = stats_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.partial.safetensors"
-            sums, count = accumulate(model, arch, missing, windows, batch_tokens, progress, partial, key)
+            sums, count, drift = accumulate(model, arch, missing, windows, batch_tokens, progress, partial, key)
+            _report_drift(drift, count, progress)
             for layer in missing:
                 out[layer] = sums[layer] / count
                 if not torch.isfinite(out[layer]).all():
                     raise CorpusError(f"layer {layer}: the statistics contain NaN/Inf; the model's activations "
                                       "overflow on this corpus (try --dtype float32)")
                 _save_stats(model, out[layer], layer, fps[layer], corpus_fp, count,
-                            {"corpus": corpus or BUNDLED, "seq_len": seq_len})
+                            {"corpus": corpus or BUNDLED, "seq_len": seq_len, "drift": drift[layer]})
             partial.unlink(missing_ok=True)
+    return out
+
+
+def _report_drift(drift: dict[int, list], count: int, progress: bool) -> None:
+    last = {layer: d[-1][2] for layer, d in drift.items() if d}
+    if last and progress:
+        worst = max(last, key=last.get)
+        print(f"memit: over the last quarter of the {count:,}-token budget C₀ moved by at most "
+              f"{100 * last[worst]:.2f}% (layer {worst}); raise --stats-tokens if that is more than you accept")
+
+
+def stats_info(model, tokenizer, arch: Arch, layers: list[int], *, corpus: str | None = None,
+               max_tokens: int = 100_000, seq_len: int = 256) -> dict[int, dict]:
+    """What the cache says of each layer's statistics: tokens used and drift (see ``accumulate``)."""
+    seq_len = min(seq_len, getattr(model.config, "max_position_embeddings", None) or seq_len)
+    corpus_fp = tensor_fingerprint(token_windows(tokenizer, corpus, seq_len, max_tokens))
+    fps = layer_fingerprints(model, arch, max(layers))
+    out = {}
+    for layer in layers:
+        try:
+            out[layer] = load_tensors(stats_path(fps[layer], layer, corpus_fp))[1]
+        except CorruptFileError:  # missing or damaged: nothing to say
+            continue
     return out
 
 
@@ -271,7 +315,7 @@ def _second_moments_distributed(model, arch, layers, windows, fps, corpus_fp, ba
     out = found[0]
     missing = [layer for layer in layers if layer not in out]
     if missing:
-        sums, count = accumulate(model, arch, missing, windows, batch_tokens, progress and rank == 0)
+        sums, count, _ = accumulate(model, arch, missing, windows, batch_tokens, progress and rank == 0)
         for layer in missing:
             out[layer] = sums[layer] / count
             if rank == 0:
