@@ -45,6 +45,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    p.add_argument("--device-map", help="spread a large model with accelerate: auto, balanced, sequential, "
+                   "or a JSON file mapping module names to devices ('cpu', 'disk', 0, 1, ...)")
+    p.add_argument("--max-memory", help="per-device limits for --device-map, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
+    p.add_argument("--offload-folder", help="where --device-map puts layers offloaded to disk")
 
 
 def _hparam_args(p: argparse.ArgumentParser) -> None:
@@ -110,10 +114,28 @@ def _save_model(model, tokenizer, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def _parse_max_memory(text: str | None) -> dict | None:
+    if not text:
+        return None
+    out: dict = {}
+    for item in text.split(","):
+        dev, sep, size = item.partition("=")
+        if not sep or not size.strip():
+            raise CliError(f"--max-memory item {item!r} is not DEVICE=SIZE (e.g. 0=20GiB)")
+        dev = dev.strip()
+        out[int(dev) if dev.isdigit() else dev] = size.strip()
+    return out
+
+
 def _load(args):
     from memit.models.loading import load_model
 
-    return load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    device_map = getattr(args, "device_map", None)
+    if device_map and Path(device_map).is_file():
+        device_map = json.loads(Path(device_map).read_text())
+    return load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+                      device_map=device_map, max_memory=_parse_max_memory(getattr(args, "max_memory", None)),
+                      offload_folder=getattr(args, "offload_folder", None))
 
 
 def cmd_edit(args) -> None:

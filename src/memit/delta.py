@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from memit import weights
 from memit.files import load_tensors, save_tensors
 from memit.fingerprint import model_fingerprint
 
@@ -49,23 +50,23 @@ class Delta:
         if expected and model_fingerprint(model) != expected:
             raise DeltaError("this delta was made for different weights (model fingerprint differs)")
         for name, d in self.weights.items():
-            p = model.get_parameter(name)
+            p = weights.read(model, name)
             self._originals[name] = p.detach().clone()
-            p.copy_((p.float() + d.to(p.device)).to(p.dtype))
-            self._applied[name] = p.detach().clone()
+            weights.write(model, name, (p.float() + d.to(p.device)).to(p.dtype))
+            self._applied[name] = weights.read(model, name).detach().clone()
 
     @torch.no_grad()
     def revert(self, model: torch.nn.Module) -> None:
         self._check(model)
         for name, d in self.weights.items():
-            p = model.get_parameter(name)
+            p = weights.read(model, name)
             if name in self._originals and torch.equal(p, self._applied[name]):
-                p.copy_(self._originals.pop(name))
+                weights.write(model, name, self._originals.pop(name))
                 self._applied.pop(name)
             else:
                 warnings.warn(f"{name}: reverting by subtraction (exact only up to rounding): "
                               "the weights were not changed by this Delta object's apply()")
-                p.copy_((p.float() - d.to(p.device)).to(p.dtype))
+                weights.write(model, name, (p.float() - d.to(p.device)).to(p.dtype))
 
     @contextmanager
     def applied(self, model: torch.nn.Module):

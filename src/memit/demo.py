@@ -11,6 +11,7 @@ from memit.eval.metrics import target_nll
 from memit.hparams import MemitHyperParams
 from memit.methods.memit import edit
 from memit.requests import Case, load_cases
+from memit.weights import input_device
 
 
 def demo_cases() -> list[Case]:
@@ -20,7 +21,7 @@ def demo_cases() -> list[Case]:
 
 @torch.no_grad()
 def greedy(model, tokenizer, prompt: str, max_new_tokens: int = 12) -> str:
-    enc = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
+    enc = tokenizer(prompt, return_tensors="pt").to(input_device(model))
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                          pad_token_id=tokenizer.pad_token_id)
     text = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -12,6 +12,7 @@ import hashlib
 import torch
 
 from memit.models.arch import Arch
+from memit.weights import named_weights
 
 
 def _update(h, t: torch.Tensor) -> None:
@@ -22,7 +23,7 @@ def _update(h, t: torch.Tensor) -> None:
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     h = hashlib.blake2b(digest_size=16)
-    for name, p in model.named_parameters():
+    for name, p in named_weights(model):
         h.update(name.encode())
         _update(h, p)
     return h.hexdigest()
@@ -34,7 +35,7 @@ def layer_fingerprints(model: torch.nn.Module, arch: Arch, upto: int) -> list[st
     h = hashlib.blake2b(digest_size=16)
     prefix = arch.blocks + "."
     per_block: dict[int, list] = {}
-    for name, p in model.named_parameters():
+    for name, p in named_weights(model):
         if name.startswith(prefix):
             per_block.setdefault(int(name[len(prefix):].split(".")[0]), []).append((name, p))
         else:

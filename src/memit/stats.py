@@ -27,6 +27,7 @@ from memit.fingerprint import layer_fingerprints, tensor_fingerprint
 from memit.models.arch import Arch, dims
 from memit.models.loading import cache_dir
 from memit.tokens import pad
+from memit.weights import input_device
 
 BUNDLED = "bundled:wikitext2-valid"
 
@@ -129,7 +130,7 @@ def accumulate(model, arch: Arch, layers: list[int], windows: torch.Tensor, batc
     names = [arch.mlp_out_name(layer) for layer in layers]
     _, d_ff = dims(model, arch)
     sums = {layer: torch.zeros(d_ff, d_ff, dtype=torch.float64) for layer in layers}
-    device = next(model.parameters()).device
+    device = input_device(model)
     rank, world = world_rank()
     if world > 1:  # data parallel: each rank takes a disjoint shard, sums are all-reduced below
         windows = windows[rank::world]

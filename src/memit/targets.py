@@ -23,6 +23,7 @@ from memit.hparams import MemitHyperParams
 from memit.models.arch import Arch, logits
 from memit.requests import EditRequest, where_of
 from memit.tokens import Encoded, chunks, encode_filled
+from memit.weights import input_device
 
 KL_PROMPT = "{} is a"
 
@@ -43,7 +44,7 @@ def generate_prefixes(model, tokenizer, starts: list[str], n_tokens: int, seed: 
     """Short context prefixes sampled from the model (top-k, seeded): the paper's recipe,
     made deterministic. Each ends in ". " so the prompt starts a new sentence."""
     gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = []
     for start in starts:
         ids = tokenizer(start, add_special_tokens=True)["input_ids"]
@@ -74,7 +75,7 @@ class _Chunk:
     with the key/value cache of columns < p."""
 
     def __init__(self, model, encs: list[Encoded], per_req: int, pad_id: int):
-        device = next(model.parameters()).device
+        device = input_device(model)
         self.per_req = per_req
         self.p = p = max(e.subject_last for e in encs)
         width = max(p - e.subject_last + len(e.ids) for e in encs)
@@ -111,28 +112,29 @@ class _Chunk:
             cache = copy.copy(self.cache)  # shallow: each step appends to its own copy of the layer list
             cache.layers = [copy.copy(layer) for layer in self.cache.layers]
             for layer in cache.layers:
-                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+                r = rows.to(layer.keys.device)  # each layer's cache lives with its layer
+                layer.keys, layer.values = layer.keys[r], layer.values[r]
 
         def edit(out):
-            return out.index_put((torch.arange(len(rows), device=device), torch.zeros_like(rows)),
-                                 add(out[:, 0], row_req))
+            at = torch.arange(len(rows), device=out.device)
+            return out.index_put((at, torch.zeros_like(at)), add(out[:, 0], row_req))
 
         with hooks.edit_output(model, block, edit):
             hidden = model.base_model(input_ids=self.ids[rows], attention_mask=self.mask[rows],
                                       position_ids=self.pos[rows], past_key_values=cache, use_cache=cache is not None)[0]
         where = {int(r): i for i, r in enumerate(rows.tolist())}
         keep = [i for i, r in enumerate(self.pos_r) if r in where]
-        sel_r = torch.tensor([where[self.pos_r[i]] for i in keep], device=device)
-        sel_c = torch.tensor([self.pos_c[i] for i in keep], device=device)
-        lp = torch.log_softmax(logits(model, arch, hidden[sel_r, sel_c]).float(), -1)
+        sel_r = [where[self.pos_r[i]] for i in keep]
+        sel_c = [self.pos_c[i] for i in keep]
+        lp = torch.log_softmax(logits(model, arch, hidden[sel_r, sel_c]).float(), -1).to(device)
         tgt = torch.tensor([self.tgt[i] for i in keep], device=device)
         tok_nll = -lp[torch.arange(len(keep), device=device), tgt]
         live_pos = {j: n for n, j in enumerate(live)}
         owner = torch.tensor([live_pos[self.owner[i]] for i in keep], device=device)
         nll = torch.zeros(len(live), device=device).index_add(0, owner, tok_nll)
         nll = nll / torch.bincount(owner, minlength=len(live)).float()
-        kl_rows = torch.arange(self.per_req - 1, len(rows), self.per_req, device=device)
-        kl_lp = torch.log_softmax(logits(model, arch, hidden[kl_rows, 0]).float(), -1)
+        kl_rows = list(range(self.per_req - 1, len(rows), self.per_req))
+        kl_lp = torch.log_softmax(logits(model, arch, hidden[kl_rows, 0]).float(), -1).to(device)
         return nll, kl_lp
 
 
@@ -211,8 +213,8 @@ def _optimise(model, arch, block, chunk: _Chunk, reqs, hp, loss, nll, steps, cla
 
         def add(out, row_req, idx=idx, step=step):
             if step == 0:
-                h[idx] = out[:: chunk.per_req].detach().float()  # bare prompt, before any δ
-            return out + delta[idx][row_req].to(out.dtype)
+                h[idx] = out[:: chunk.per_req].detach().float().to(device)  # bare prompt, before any δ
+            return out + delta[idx][row_req.to(delta.device)].to(out.device, out.dtype)
 
         tok_nll, kl_lp = chunk.forward(model, arch, block, live, add)
         if kl_init is None:

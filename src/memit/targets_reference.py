@@ -14,6 +14,7 @@ from memit.models.arch import Arch
 from memit.requests import EditRequest
 from memit.targets import Targets, request_rows
 from memit.tokens import pad
+from memit.weights import input_device
 
 
 def reference_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], layer: int,
@@ -29,7 +30,7 @@ def reference_targets(model, tokenizer, arch: Arch, requests: list[EditRequest],
 
 
 def _one(model, tokenizer, arch: Arch, enc, layer: int, hp: MemitHyperParams):
-    device = next(model.parameters()).device
+    device = input_device(model)
     batch = pad([e.ids for e in enc], tokenizer.pad_token_id or 0).to(device)
     rows, subj = torch.arange(len(enc)), torch.tensor([e.subject_last for e in enc])
     delta = torch.zeros(model.get_output_embeddings().weight.shape[1], device=device, requires_grad=True)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from memit import hooks
 from memit.models.arch import Arch
 from memit.tokens import encode_filled
+from memit.weights import input_device
 
 CATEGORIES = ["first subject token", "middle subject tokens", "last subject token",
               "first subsequent token", "further tokens", "last token"]
@@ -34,7 +35,7 @@ def trace_fact(model, tokenizer, arch: Arch, template: str, subject: str, n_laye
                batch_rows: int = 256) -> dict | None:
     """Indirect effects (kind → tensor tokens × layers) for one fact. ``answer`` is the token
     whose probability is traced; if given and not the clean run's top-1, returns None."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     enc = encode_filled(tokenizer, template, subject)
     ids = torch.tensor([enc.ids], device=device)
     start = template.index("{}")

@@ -9,6 +9,8 @@ from collections import Counter
 import torch
 from tqdm.auto import tqdm
 
+from memit.weights import input_device
+
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -28,7 +30,7 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
 def sample(model, tokenizer, prompts: list[str], max_new_tokens: int = 100, top_k: int = 5, seed: int = 0,
            batch_size: int = 32) -> list[str]:
     """Top-k samples, seeded, left-padded batches (the whole attention mask is passed)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     out = []

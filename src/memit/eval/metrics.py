@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from memit.models.arch import get_arch, logits
 from memit.requests import Case
 from memit.tokens import chunks, encode, pad
+from memit.weights import input_device
 
 
 @torch.no_grad()
@@ -22,7 +23,7 @@ def target_scores(model, tokenizer, pairs: list[tuple[str, str]], batch_tokens: 
                   ) -> list[tuple[float, list[bool]]]:
     """For each (prompt, target): mean per-token NLL, and per target token whether it is the argmax."""
     arch = get_arch(model)
-    device = next(model.parameters()).device
+    device = input_device(model)
     encs = [encode(tokenizer, p, t, where=f"prompt {p!r}") for p, t in pairs]
     out: list[tuple[float, list[bool]]] = []
     ranges = list(chunks([len(e.ids) for e in encs], batch_tokens))
@@ -35,7 +36,7 @@ def target_scores(model, tokenizer, pairs: list[tuple[str, str]], batch_tokens: 
             for p, t in zip(e.target_positions, e.ids[e.n_prompt:]):
                 rows.append(r), cols.append(p + s), tgt.append(t)
         logp = torch.log_softmax(logits(model, arch, hidden[rows, cols]).float(), -1)
-        tgt_t = torch.tensor(tgt, device=device)
+        tgt_t = torch.tensor(tgt, device=logp.device)
         nll = (-logp[torch.arange(len(tgt)), tgt_t]).tolist()
         hit = (logp.argmax(-1) == tgt_t).tolist()
         k = 0

@@ -17,15 +17,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from memit import hooks
+from memit import hooks, weights
 from memit.delta import Delta
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams, default_hparams
-from memit.models.arch import Arch, as_math, dims, get_arch, n_layers, out_weight
+from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
 from memit.stats import second_moments
 from memit.targets import Targets, compute_targets, generate_prefixes
 from memit.tokens import TokenizationError, chunks, encode_filled, pad
+from memit.weights import input_device
 
 
 class EditError(ValueError):
@@ -62,7 +63,7 @@ def compute_keys(model, tokenizer, arch: Arch, requests: list[EditRequest], laye
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys at ``layer`` averaged over the prefixed prompts (d_ff, n), and the current output of
     block ``z_layer`` at the subject's last token of the bare prompt (n, d_model)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     per = 1 + len(prefixes)
     encs = [encode_filled(tokenizer, r.prompt, r.subject, prefix=p) for r in requests for p in ["", *prefixes]]
     mlp, block = arch.mlp_out_name(layer), arch.block_name(z_layer)
@@ -70,13 +71,13 @@ def compute_keys(model, tokenizer, arch: Arch, requests: list[EditRequest], laye
     for rng in chunks([len(e.ids) for e in encs], batch_tokens, group=per):
         part = encs[rng.start: rng.stop]
         batch = pad([e.ids for e in part], tokenizer.pad_token_id or 0, padding_side).to(device)
-        rows = torch.arange(len(part), device=device)
-        cols = torch.tensor([e.subject_last + s for e, s in zip(part, batch.shift)], device=device)
+        rows = list(range(len(part)))  # plain lists index a tensor on whichever device its layer is
+        cols = [e.subject_last + s for e, s in zip(part, batch.shift)]
         with hooks.record(model, [mlp], what="input") as k_in, hooks.record(model, [block], stop=True) as z_out:
             hooks.run(model.base_model, **batch.model_inputs())
-        k = k_in[mlp][rows, cols].float()
+        k = k_in[mlp][rows, cols].float().cpu()
         keys.append(k.view(-1, per, k.shape[-1]).mean(1))
-        cur.append(z_out[block][rows, cols].float()[::per])
+        cur.append(z_out[block][rows, cols].float()[::per].cpu())
     return torch.cat(keys).T.cpu(), torch.cat(cur).cpu()
 
 
@@ -172,16 +173,17 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             timings["keys"] += time.perf_counter() - t
             t = time.perf_counter()
             resid = (targets.z - cur_z).T / (len(hp.layers) - i)  # (d_model, n)
-            weight = out_weight(model, arch, layer)
-            dev = weight.device if weight.device.type != "mps" else torch.device("cpu")  # MPS: no float64
-            upd = solve_update(resid.to(dev), keys.to(dev), stats[layer].to(dev), lam)  # (d_model, d_ff)
             name = arch.mlp_out_name(layer) + ".weight"
+            weight = weights.read(model, name)  # wherever it lives, offloaded included
+            dev = weights.execution_device(model, name)  # the layer's own device; the model is never gathered
+            dev = dev if dev.type != "mps" else torch.device("cpu")  # MPS: no float64
+            upd = solve_update(resid.to(dev), keys.to(dev), stats[layer].to(dev), lam)  # (d_model, d_ff)
             if not torch.isfinite(upd).all():
                 raise EditError(f"layer {layer}: the update is not finite (NaN/Inf); the model was restored")
             upd = (upd.T if arch.conv1d else upd).float()
             with torch.no_grad():
                 originals[name] = weight.detach().clone()
-                weight.copy_((weight.float() + upd.to(weight.device)).to(weight.dtype))
+                weights.write(model, name, (weight.float() + upd.to(weight.device)).to(weight.dtype))
             deltas[name] = upd.cpu()
             timings["solve"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -197,9 +199,8 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             })
             timings["diagnostics"] += time.perf_counter() - t
     except BaseException:
-        with torch.no_grad():
-            for name, w in originals.items():
-                model.get_parameter(name).copy_(w)
+        for name, w in originals.items():
+            weights.write(model, name, w)
         raise
 
     meta = {
@@ -222,9 +223,8 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     delta = Delta(deltas, meta, aux={"targets": targets, "keys": all_keys})
     if apply:
         delta._originals = originals
-        delta._applied = {n: model.get_parameter(n).detach().clone() for n in deltas}
+        delta._applied = {n: weights.read(model, n).detach().clone() for n in deltas}
     else:
-        with torch.no_grad():
-            for name, w in originals.items():
-                model.get_parameter(name).copy_(w)
+        for name, w in originals.items():
+            weights.write(model, name, w)
     return delta

@@ -59,10 +59,16 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device: str | None = "cpu",
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | Path | None = None,
 ):
     """Return ``(model, tokenizer)`` in eval mode, gradients off.
 
     ``spec`` is ``smollm2-135m``, a directory with ``config.json``, a ``.gguf`` file, or a hub id.
+    ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"`` or a dict), ``max_memory`` and
+    ``offload_folder`` are accelerate's big-model options: layers are spread over the GPUs, CPU
+    memory and disk, and ``device`` is then ignored. Edits work on such a model in place.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
     from transformers.utils import logging as hf_logging
@@ -70,6 +76,9 @@ def load_model(
     hf_logging.disable_progress_bar()  # a 2-second load needs no bar; ours cover the long steps
     torch_dtype = resolve_dtype(dtype)
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if device_map is not None:
+        kwargs.update(device_map=device_map, max_memory=max_memory,
+                      offload_folder=str(offload_folder) if offload_folder else None)
     path = Path(spec).expanduser()
     try:
         if spec == DEFAULT_MODEL:
@@ -100,7 +109,8 @@ def load_model(
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(resolve_device(device))
+    if device_map is None:
+        model.to(resolve_device(device))
     model.eval().requires_grad_(False)
     return model, tokenizer
 
