@@ -71,6 +71,7 @@ def score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed
 def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperParams, out_file: Path, *,
               fluency: bool = True, seed: int = 0, progress: bool = True, extra: dict | None = None) -> dict:
     """Score unedited, edit all ``cases`` in one batch, score again, restore; write ``out_file``."""
+    where = machine()  # now: the commit that runs, not the one checked out when a long run ends
     t0 = time.perf_counter()
     pre = score(model, tokenizer, cases, dataset, fluency, seed)
     t_eval = time.perf_counter() - t0
@@ -91,7 +92,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         "targets": {"converged": sum(r["converged"] for r in reqs), "clamped": sum(r["clamped"] for r in reqs),
                     "mean_nll": sum(r["nll"] for r in reqs) / len(reqs)},
         "layers_info": delta.meta["layers_info"], "lambda": delta.meta["lambda"], "hparams": delta.meta["hparams"],
-        "machine": machine(), **(extra or {}),
+        "machine": where, **(extra or {}),
         "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
     }
     out_file.parent.mkdir(parents=True, exist_ok=True)
