@@ -88,3 +88,19 @@ def test_console_script_help():
     assert out.returncode == 0
     for cmd in ("edit", "apply", "stats", "generate", "demo", "examples:"):
         assert cmd in out.stdout
+
+
+def test_journal_edit_and_revert_on_the_command_line(setup, capsys):
+    root, model_dir = setup
+    base = ["--model", str(model_dir), "--hparams", str(root / "hp.json"), "--requests", str(root / "reqs.json"),
+            "--quiet", "--journal", str(root / "journal")]
+    assert main(["edit", *base, "--method", "alphaedit", "--n", "1"]) == 0
+    assert main(["edit", *base, "--method", "memit-seq", "--offset", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "step 2 recorded (memit-seq, 1 requests)" in out and "max key |cos|" in out
+    assert main(["revert", "--model", str(model_dir), "--journal", str(root / "journal"), "--to", "1",
+                 "--out", str(root / "at1")]) == 0
+    assert "now ends at step 1" in capsys.readouterr().out
+    assert main(["edit", *base[:6], "--method", "rome", "--delta", str(root / "rome.safetensors"), "--quiet"]) == 0
+    assert main(["revert", "--model", str(model_dir), "--journal", str(root / "journal"), "--to", "7"]) == 2
+    assert "step 7 does not exist" in capsys.readouterr().err

@@ -28,6 +28,7 @@ class CliError(Exception):
 def _known_errors() -> tuple[type[BaseException], ...]:
     from memit.delta import DeltaError
     from memit.files import CorruptFileError
+    from memit.journal import JournalError
     from memit.methods.memit import EditError
     from memit.models.arch import UnsupportedModelError
     from memit.models.loading import ModelLoadError
@@ -35,8 +36,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from memit.stats import CorpusError
     from memit.tokens import TokenizationError
 
-    return (CliError, DeltaError, CorruptFileError, EditError, UnsupportedModelError, ModelLoadError,
+    return (CliError, DeltaError, CorruptFileError, JournalError, EditError, UnsupportedModelError, ModelLoadError,
             RequestError, CorpusError, TokenizationError)
+
+
+METHOD_CHOICES = ["memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit"]  # memit.methods.METHODS, without
+# importing torch before argument parsing
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -140,23 +145,52 @@ def _load(args):
 
 def cmd_edit(args) -> None:
     import memit
+    from memit.fingerprint import model_fingerprint
+    from memit.journal import Journal
+    from memit.methods import run
 
-    if not args.out and not args.delta:
-        raise CliError("give --out DIR (edited model) or --delta FILE (the weight change only)")
+    if not args.out and not args.delta and not args.journal:
+        raise CliError("give --out DIR (edited model), --delta FILE (the weight change only) or --journal DIR")
     out = _fresh_out(args.out, args.force, args.model) if args.out else None
     if args.delta and Path(args.delta).exists() and not args.force:
         raise CliError(f"--delta {args.delta} exists; pass --force to replace it")
     cases = memit.load_cases(args.requests, n=args.n, offset=args.offset)
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
-    delta = memit.edit(model, tokenizer, [c.request for c in cases], hp, progress=not args.quiet)
+    journal, prior = None, None
+    if args.journal:  # edit the model as the journal left it, with its earlier keys
+        journal = Journal(args.journal)
+        base = model_fingerprint(model)
+        journal.replay(model)
+        prior = journal.prior()
+    delta = run(args.method, model, tokenizer, [c.request for c in cases], hp, prior=prior, progress=not args.quiet)
+    if journal:
+        step = journal.append(base, delta)
+        print(f"journal {args.journal}: step {step} recorded ({args.method}, {len(cases)} requests)")
     if args.delta:
         delta.save(args.delta, overwrite=True)
     if out:
         _save_model(model, tokenizer, out)
         (out / "memit_edit.json").write_text(json.dumps(delta.meta, indent=1))
     _print_summary(delta.meta)
-    print(f"saved: {', '.join(str(p) for p in (out, args.delta) if p)}")
+    saved = [str(p) for p in (out, args.delta, args.journal) if p]
+    print(f"saved: {', '.join(saved)}")
+
+
+def cmd_revert(args) -> None:
+    from memit.journal import Journal
+
+    journal = Journal(args.journal)
+    if not journal.steps:
+        raise CliError(f"{args.journal} holds no journal steps")
+    out = _fresh_out(args.out, args.force, args.model) if args.out else None
+    if out:
+        model, tokenizer = _load(args)
+        journal.replay(model, args.to)
+        _save_model(model, tokenizer, out)
+    undone = journal.revert_to(args.to)
+    print(f"journal {args.journal} now ends at step {args.to}"
+          + (f"; later steps moved to {undone}" if undone else "") + (f"; model at step {args.to} saved to {out}" if out else ""))
 
 
 def _print_summary(meta: dict) -> None:
@@ -165,10 +199,17 @@ def _print_summary(meta: dict) -> None:
     print(f"edited {meta['n_requests']} facts, layers {meta['layers']}, λ = {meta['lambda']:.1f}")
     print(f"  target vectors: {sum(r['converged'] for r in reqs)} converged, "
           f"{sum(r['clamped'] for r in reqs)} hit the norm clamp, mean final NLL {sum(r['nll'] for r in reqs) / len(reqs):.3f}")
-    for info in meta["layers_info"]:
-        cond = f"{info['cond']:.2e}" if info.get("cond") is not None else "n/a"
-        print(f"  layer {info['layer']:3d}: residual {info['resid_norm']:8.3f}   ‖ΔW‖/‖W‖ {info['delta_rel_norm']:.4f}"
-              f"   cond(λC₀+KKᵀ) {cond}")
+    infos = meta["layers_info"]
+    if len(infos) > 12:  # ROME: one entry per request; show the first and last few
+        print(f"  ({len(infos)} rank-one updates; first and last 3 shown)")
+        infos = infos[:3] + infos[-3:]
+    for info in infos:
+        def fmt(key, spec, info=info):
+            return format(info[key], spec) if info.get(key) is not None else "n/a"
+        print(f"  layer {info['layer']:3d}: residual {fmt('resid_norm', '8.3f')}   ‖ΔW‖/‖W‖ {fmt('delta_rel_norm', '.4f')}"
+              f"   cond {fmt('cond', '.2e')}   max key |cos| {fmt('max_key_overlap', '.2f')}")
+    if "resid_after" in meta:
+        print(f"  residual after the edit {meta['resid_after']:.3f} (mean ‖z − output‖ at layer {meta['layers'][-1]})")
     print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
 
 
@@ -230,8 +271,6 @@ def cmd_eval(args) -> None:
     from memit.eval.plots import scaling_plot
     from memit.eval.run import run_point, select
 
-    if args.method != "memit":
-        raise CliError(f"--method {args.method}: only 'memit' is available in this version")
     cases = memit.load_cases(args.data, check_batch=False)
     out = Path(args.out)
     seed = args.seed or 0
@@ -253,7 +292,8 @@ def cmd_eval(args) -> None:
     for n, file in todo:
         chosen = select(cases, n, args.offset, args.sample, seed)
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
-                      seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample})
+                      seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample},
+                      method=args.method)
         keys = [k for k in r["edited"] if not k.endswith("_ci95") and isinstance(r["edited"][k], float)]
         print(f"N = {n}: " + "  ".join(f"{k} {r['unedited'][k]:.1f}→{r['edited'][k]:.1f}" for k in keys)
               + f"   edit {r['edit_wall_s']:.0f} s  → {file}")
@@ -307,7 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", help="file for the weight change alone (.safetensors)")
     p.add_argument("--force", action="store_true", help="replace an existing --out/--delta")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--method", default="memit", choices=METHOD_CHOICES,
+                   help="memit (default), rome, ft (FT-L), ft-w, memit-seq, alphaedit")
+    p.add_argument("--journal", help="edit journal directory: replay its steps, edit, append this edit as a step")
     p.set_defaults(fn=cmd_edit)
+
+    p = sub.add_parser("revert", help="go back to an earlier step of an edit journal (later steps are kept aside)")
+    _model_args(p)
+    p.add_argument("--journal", required=True)
+    p.add_argument("--to", type=int, required=True, help="step to keep (0: the base model)")
+    p.add_argument("--out", help="also save the model as it was at that step to this directory")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_revert)
 
     p = sub.add_parser("apply", help="apply a saved delta to a model and save the result")
     _model_args(p)
@@ -335,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, nargs="+", required=True, help="batch size(s): one result file per N")
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--sample", choices=["first", "random"], default="first")
-    p.add_argument("--method", default="memit")
+    p.add_argument("--method", default="memit", choices=METHOD_CHOICES)
     p.add_argument("--out", required=True, help="results directory (JSON per point, PNG of the curve)")
     p.add_argument("--no-fluency", action="store_true", help="skip the generation-entropy metric")
     p.add_argument("--force", action="store_true", help="recompute points whose file exists")

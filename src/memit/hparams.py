@@ -38,12 +38,34 @@ class MemitHyperParams:
     batch_tokens: int = 4096
     # Side on which batched prompts are padded; results do not depend on it (tested).
     padding_side: str = "right"
+    # The other methods (``memit edit --method``); MEMIT itself ignores these.
+    # ROME and FT-L change one layer: this one, or else the middle of ``layers`` (5 of 3–8, as the
+    # paper's ROME on GPT-J).
+    single_layer: int | None = None
+    rome_clamp_norm_factor: float = 4.0  # ROME's target vectors may move further (MEMIT_SPEC §2)
+    # FT-L (ROME paper's constrained fine-tuning): Adam on the layer's MLP output weights, the
+    # change bounded elementwise by ft_norm_bound; FT-W replaces the bound by weight decay.
+    ft_lr: float = 5e-4
+    ft_steps: int = 25
+    ft_norm_bound: float = 5e-4
+    ft_weight_decay: float = 0.5
+    # AlphaEdit: the null space of C₀ is spanned by eigenvectors with eigenvalue < null_threshold
+    # (AlphaEdit's value, on C₀ normalised per token as here); alpha is its ridge term α.
+    null_threshold: float = 2e-2
+    alpha: float = 1.0
+
+    def rome_layer(self) -> int:
+        return self.single_layer if self.single_layer is not None else self.layers[(len(self.layers) - 1) // 2]
 
     def lambda_for(self, d_ff: int) -> float:
         return float(self.lam) if self.lam is not None else self.lam_per_dff * d_ff
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def memit_dict(self) -> dict:
+        """The settings MEMIT itself reads (what its target vectors and solve depend on)."""
+        return {k: v for k, v in asdict(self).items() if k not in OTHER_METHODS_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict) -> MemitHyperParams:
@@ -63,6 +85,9 @@ class MemitHyperParams:
         base = preset_for(preset).to_dict() if preset else {}
         return cls.from_dict({**base, **data})
 
+
+OTHER_METHODS_FIELDS = frozenset({"single_layer", "rome_clamp_norm_factor", "ft_lr", "ft_steps", "ft_norm_bound",
+                                  "ft_weight_decay", "null_threshold", "alpha"})
 
 PRESETS: dict[str, MemitHyperParams] = {
     # The paper's settings (MEMIT_SPEC §1–2).

@@ -24,7 +24,7 @@ from memit.eval.metrics import (
     zsre_summary,
 )
 from memit.hparams import MemitHyperParams
-from memit.methods.memit import edit
+from memit.methods import run
 from memit.requests import Case
 
 
@@ -69,7 +69,8 @@ def score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed
 
 
 def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperParams, out_file: Path, *,
-              fluency: bool = True, seed: int = 0, progress: bool = True, extra: dict | None = None) -> dict:
+              fluency: bool = True, seed: int = 0, progress: bool = True, extra: dict | None = None,
+              method: str = "memit") -> dict:
     """Score unedited, edit all ``cases`` in one batch, score again, restore; write ``out_file``."""
     where = machine()  # now: the commit that runs, not the one checked out when a long run ends
     t0 = time.perf_counter()
@@ -77,7 +78,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     t_eval = time.perf_counter() - t0
     t0 = time.perf_counter()
     ckpt = out_file.with_name(out_file.stem + ".targets.partial.safetensors")  # resumes a long run
-    delta = edit(model, tokenizer, [c.request for c in cases], hp, progress=progress, checkpoint=ckpt)
+    delta = run(method, model, tokenizer, [c.request for c in cases], hp, progress=progress, checkpoint=ckpt)
     t_edit = time.perf_counter() - t0
     try:
         post = score(model, tokenizer, cases, dataset, fluency, seed)

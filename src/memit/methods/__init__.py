@@ -1,3 +1,35 @@
-from memit.methods.memit import EditError, edit, solve_update
+"""Editing methods. All share requests, target vectors, keys and statistics, and return a Delta."""
 
-__all__ = ["EditError", "edit", "solve_update"]
+from __future__ import annotations
+
+import torch
+
+from memit.delta import Delta
+from memit.hparams import MemitHyperParams
+from memit.methods import ft, rome, sequential
+from memit.methods.memit import EditError, edit, solve_update
+from memit.requests import EditRequest
+
+METHODS = ("memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit")
+
+
+def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
+        prior: dict[int, torch.Tensor] | None = None, progress: bool = True, checkpoint=None) -> Delta:
+    """Edit with ``method``. ``prior`` (K_pK_pᵀ per layer of earlier batches) is used by memit-seq
+    and alphaedit; plain memit, rome and ft ignore earlier batches, as they do in the literature."""
+    if method == "memit":
+        return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint)
+    if method == "rome":
+        return rome.edit(model, tokenizer, requests, hp, progress=progress)
+    if method in ("ft", "ft-w"):
+        return ft.edit(model, tokenizer, requests, hp, progress=progress, weight_decay=method == "ft-w")
+    if method == "memit-seq":
+        return sequential.edit_memit_seq(model, tokenizer, requests, hp, prior=prior, progress=progress,
+                                         checkpoint=checkpoint)
+    if method == "alphaedit":
+        return sequential.edit_alphaedit(model, tokenizer, requests, hp, prior=prior, progress=progress,
+                                         checkpoint=checkpoint)
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+__all__ = ["METHODS", "EditError", "edit", "run", "solve_update"]

@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,6 +47,26 @@ def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam:
     k = keys.double()
     a = lam * c0.double() + k @ k.T
     return resid.double() @ torch.linalg.solve(a, k).T
+
+
+def max_key_overlap(keys: torch.Tensor) -> float | None:
+    """Largest |cosine| between the keys (columns) of two different requests: near 1 means two
+    facts ask the same direction of the layer for different values, and one will lose."""
+    if keys.shape[1] < 2:
+        return None
+    k = torch.nn.functional.normalize(keys.double(), dim=0)
+    gram = (k.T @ k).abs()
+    gram.fill_diagonal_(0)
+    return float(gram.max())
+
+
+def _memit_solve(layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> torch.Tensor:
+    return solve_update(resid, keys, c0, lam)
+
+
+# (layer, resid (d_model, n), keys (d_ff, n), C₀, λ) -> update (d_model, d_ff): how a method turns
+# the shared targets and keys into a weight change.
+Solver = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 def condition_number(keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float | None:
@@ -109,7 +130,7 @@ def check_requests(tokenizer, requests: list[EditRequest], max_len: int | None) 
 def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams | None = None, *,
          arch: Arch | dict | None = None, stats: dict[int, torch.Tensor] | None = None,
          targets: Targets | None = None, apply: bool = True, progress: bool = True,
-         checkpoint: str | Path | None = None) -> Delta:
+         checkpoint: str | Path | None = None, solver: Solver | None = None, method: str = "memit") -> Delta:
     """Edit ``model`` so it states each request's ``target_new``; return the weight changes.
 
     With ``apply=True`` (default) the model is left edited and ``delta.revert(model)`` restores it
@@ -118,7 +139,8 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     may hold target vectors from an earlier edit of the same requests with the same last layer and
     prefixes (``delta.aux["targets"]``): sweeps over λ or the first layer then skip that phase.
     ``checkpoint`` names a file where finished target vectors are saved as they come, so that an
-    interrupted long edit resumes there.
+    interrupted long edit resumes there. ``solver`` replaces MEMIT's closed form (other methods
+    share everything else); ``method`` names it in the metadata.
     """
     if not isinstance(arch, Arch):
         arch = get_arch(model, arch)
@@ -146,7 +168,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     t = time.perf_counter()
     z_layer = hp.layers[-1]
     if targets is None:
-        key = json.dumps([fingerprint, z_layer, prefixes, hp.to_dict(), [dataclasses.astuple(r) for r in requests]],
+        key = json.dumps([fingerprint, z_layer, prefixes, hp.memit_dict(), [dataclasses.astuple(r) for r in requests]],
                          sort_keys=True, default=str)
         targets = compute_targets(model, tokenizer, arch, requests, z_layer, prefixes, hp, progress,
                                   checkpoint=checkpoint, key=hashlib.sha256(key.encode()).hexdigest())
@@ -177,7 +199,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             weight = weights.read(model, name)  # wherever it lives, offloaded included
             dev = weights.execution_device(model, name)  # the layer's own device; the model is never gathered
             dev = dev if dev.type != "mps" else torch.device("cpu")  # MPS: no float64
-            upd = solve_update(resid.to(dev), keys.to(dev), stats[layer].to(dev), lam)  # (d_model, d_ff)
+            upd = (solver or _memit_solve)(layer, resid.to(dev), keys.to(dev), stats[layer].to(dev), lam)
             if not torch.isfinite(upd).all():
                 raise EditError(f"layer {layer}: the update is not finite (NaN/Inf); the model was restored")
             upd = (upd.T if arch.conv1d else upd).float()
@@ -187,7 +209,10 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             deltas[name] = upd.cpu()
             timings["solve"] += time.perf_counter() - t
             t = time.perf_counter()
-            cond = condition_number(keys, stats[layer], lam)
+            if hasattr(solver, "condition"):  # the method's own system
+                cond = solver.condition(layer, keys, stats[layer], lam)
+            else:
+                cond = condition_number(keys, stats[layer], lam)
             if cond is not None and cond > COND_WARN:
                 warnings.warn(f"layer {layer}: the system λC₀ + KKᵀ is poorly conditioned (cond {cond:.2e}); "
                               "consider a larger λ or more statistics tokens", stacklevel=2)
@@ -196,15 +221,21 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
                 "resid_norm": float((targets.z - cur_z).norm(dim=1).mean()),
                 "delta_rel_norm": float(upd.norm() / as_math(originals[name], arch).float().norm()),
                 "cond": cond,
+                "max_key_overlap": max_key_overlap(keys),
             })
             timings["diagnostics"] += time.perf_counter() - t
+        t = time.perf_counter()  # how much of the way to the targets the edited model went (bare prompts)
+        _, reached = compute_keys(model, tokenizer, arch, requests, hp.layers[-1], z_layer, [], hp.batch_tokens,
+                                  hp.padding_side)
+        resid_after = float((targets.z - reached).norm(dim=1).mean())
+        timings["diagnostics"] += time.perf_counter() - t
     except BaseException:
         for name, w in originals.items():
             weights.write(model, name, w)
         raise
 
     meta = {
-        "method": "memit",
+        "method": method,
         "model_type": model.config.model_type,
         "model_fingerprint": fingerprint,
         "layers": hp.layers,
@@ -218,6 +249,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             for j, r in enumerate(requests)
         ],
         "layers_info": layer_info,
+        "resid_after": resid_after,
         "timings": timings,
     }
     delta = Delta(deltas, meta, aux={"targets": targets, "keys": all_keys})

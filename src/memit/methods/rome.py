@@ -1,0 +1,75 @@
+"""ROME (Meng et al., 2022), the paper's main baseline: one layer, one fact, rank one.
+
+Ŵ = W + (v* − W k*)(C₀⁻¹k*)ᵀ / ((C₀⁻¹k*)ᵀ k*) makes Ŵk* = v* exactly while changing W as little
+as possible in the C₀ metric. k* is the key averaged over the context prefixes, and it is used in
+every place of the formula: with the un-averaged key in the denominator (a known bug of the
+original code) Ŵk* ≠ v* and sequential ROME drifts. Here v* − W k* is the residual z − h of the
+shared target vectors at that layer, so ROME reuses MEMIT's pipeline with one layer and this
+solver. For N > 1 the requests are applied one after another, as the paper compares it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from tqdm.auto import tqdm
+
+from memit import weights
+from memit.delta import Delta
+from memit.hparams import MemitHyperParams
+from memit.methods.memit import edit as memit_edit
+from memit.models.arch import get_arch
+from memit.requests import EditRequest
+from memit.stats import second_moments
+
+
+class RomeSolve:
+    """Rank-one equality-constrained update of one request (resid and keys have one column)."""
+
+    def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
+                 ) -> torch.Tensor:
+        k = keys.double()
+        u = torch.linalg.solve(c0.double(), k)  # C₀⁻¹k*, (d_ff, 1)
+        return resid.double() @ u.T / (u.T @ k)
+
+    @staticmethod
+    def condition(layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
+        ev = torch.linalg.eigvalsh(c0.double())
+        return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
+
+
+def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams, *, progress: bool = True,
+         stats: dict[int, torch.Tensor] | None = None, **_) -> Delta:
+    """ROME on ``hparams.rome_layer()``, request after request; the model is left edited."""
+    arch = get_arch(model)
+    layer = hparams.rome_layer()
+    hp = dataclasses.replace(hparams, layers=[layer], clamp_norm_factor=hparams.rome_clamp_norm_factor)
+    if stats is None or layer not in stats:
+        stats = second_moments(model, tokenizer, arch, [layer], corpus=hp.stats_corpus, max_tokens=hp.stats_tokens,
+                               seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens, progress=progress)
+    name = arch.mlp_out_name(layer) + ".weight"
+    w0 = weights.read(model, name).detach().clone()
+    total = torch.zeros(w0.shape, dtype=torch.float32)
+    metas = []
+    try:
+        for r in tqdm(requests, desc=f"ROME, layer {layer}", disable=not progress or len(requests) < 2):
+            d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=RomeSolve(), method="rome", progress=False)
+            total += d.weights[name]
+            metas.append(d.meta)
+    except BaseException:
+        weights.write(model, name, w0)
+        raise
+    # The model ends as base + delta computed once, so applying the saved delta reproduces it exactly.
+    weights.write(model, name, (w0.float() + total.to(w0.device)).to(w0.dtype))
+    meta = metas[0] | {
+        "method": "rome", "n_requests": len(requests),
+        "requests": [m["requests"][0] for m in metas],
+        "layers_info": [m["layers_info"][0] | {"case_id": m["requests"][0]["case_id"]} for m in metas],
+        "resid_after": sum(m["resid_after"] for m in metas) / len(metas),
+        "timings": {k: sum(m["timings"][k] for m in metas) for k in metas[0]["timings"]},
+    }
+    delta = Delta({name: total}, meta)
+    delta._originals = {name: w0}
+    delta._applied = {name: weights.read(model, name).detach().clone()}
+    return delta

@@ -1,0 +1,97 @@
+"""Editing over time, batch after batch: MEMIT-seq and AlphaEdit (MEMIT_SPEC §2, sequential).
+
+Both carry, for each edited layer, the sum K_pK_pᵀ of the keys of every batch committed before
+(the journal keeps the keys, so the sum can be rebuilt for any step).
+
+MEMIT-seq adds it to the preservation term: Δ = R Kᵀ (λC₀ + K_pK_pᵀ + KKᵀ)⁻¹, so a new batch
+disturbs earlier edits as little as it disturbs the text behind C₀. That is plain MEMIT with
+C₀ replaced by C₀ + K_pK_pᵀ/λ.
+
+AlphaEdit (Fang et al., ICLR 2025) drops λC₀ and projects the update onto the null space of C₀
+instead: P = ÛÛᵀ from the eigenvectors of C₀ with eigenvalue below a threshold, and
+Δ = R Kᵀ P (K_pK_pᵀP + KKᵀP + αI)⁻¹. Then ΔW k = 0 for every k in the span the statistics cover
+(P k = 0), so what the model did on ordinary text is untouched exactly, however many batches come.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from memit.delta import Delta
+from memit.files import CorruptFileError, load_tensors, save_tensors
+from memit.fingerprint import tensor_fingerprint
+from memit.hparams import MemitHyperParams
+from memit.methods.memit import edit as memit_edit
+from memit.models.arch import dims, get_arch
+from memit.models.loading import cache_dir
+from memit.requests import EditRequest
+from memit.stats import second_moments
+
+
+def _stats(model, tokenizer, hp: MemitHyperParams, progress: bool) -> dict[int, torch.Tensor]:
+    return second_moments(model, tokenizer, get_arch(model), hp.layers, corpus=hp.stats_corpus,
+                          max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens,
+                          progress=progress)
+
+
+def edit_memit_seq(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
+                   prior: dict[int, torch.Tensor] | None = None, progress: bool = True, **kw) -> Delta:
+    """MEMIT with the keys of earlier batches (``prior``: K_pK_pᵀ per layer) in the preservation term."""
+    stats = _stats(model, tokenizer, hp, progress)
+    lam = hp.lambda_for(dims(model, get_arch(model))[1])
+    if prior:
+        stats = {layer: c0 + prior[layer].to(c0.dtype) / lam if layer in prior else c0 for layer, c0 in stats.items()}
+    return memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="memit-seq", **kw)
+
+
+def null_projector(c0: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = ÛÛᵀ over the eigenvectors of C₀ with eigenvalue < threshold (float64), cached on disk by
+    the content of C₀: an eigendecomposition of a large layer takes minutes."""
+    path = cache_dir() / "stats" / f"null-{tensor_fingerprint(c0)[:16]}-{threshold:g}.safetensors"
+    try:
+        return load_tensors(path)[0]["P"].double()
+    except CorruptFileError:  # missing or damaged: compute it
+        pass
+    ev, vecs = torch.linalg.eigh(c0.double())
+    u = vecs[:, ev < threshold]
+    p = u @ u.T
+    save_tensors(path, {"P": p}, {"threshold": threshold, "null_dim": int(u.shape[1]), "d_ff": int(c0.shape[0])})
+    return p
+
+
+class AlphaEditSolve:
+    def __init__(self, projectors: dict[int, torch.Tensor], prior: dict[int, torch.Tensor] | None, alpha: float):
+        self.p, self.prior, self.alpha = projectors, prior or {}, alpha
+
+    def _system(self, layer: int, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = keys.double()
+        p = self.p[layer].to(k.device)
+        kk = k @ k.T
+        if layer in self.prior:
+            kk = kk + self.prior[layer].to(k.device, torch.float64)
+        return p @ kk + self.alpha * torch.eye(k.shape[0], dtype=torch.float64, device=k.device), p
+
+    def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
+                 ) -> torch.Tensor:
+        a, p = self._system(layer, keys)
+        x = torch.linalg.solve(a, p @ keys.double() @ resid.double().T)  # (d_ff, d_model), lies in range(P)
+        return x.T
+
+    def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
+        return float(torch.linalg.cond(self._system(layer, keys)[0]))  # 2-norm: the system is not symmetric
+
+
+def edit_alphaedit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
+                   prior: dict[int, torch.Tensor] | None = None, progress: bool = True, **kw) -> Delta:
+    stats = _stats(model, tokenizer, hp, progress)
+    projectors = {layer: null_projector(stats[layer], hp.null_threshold) for layer in hp.layers}
+    delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="alphaedit",
+                       solver=AlphaEditSolve(projectors, prior, hp.alpha), **kw)
+    for info in delta.meta["layers_info"]:
+        info["null_dim"] = round(float(projectors[info["layer"]].trace()))
+    return delta
+
+
+def key_outer_sums(keys: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """K Kᵀ per layer (float64) of one batch's keys (``delta.aux["keys"]``, d_ff × n)."""
+    return {layer: k.double() @ k.double().T for layer, k in keys.items()}

@@ -1,0 +1,145 @@
+"""ROME, FT-L/FT-W, MEMIT-seq and AlphaEdit: each method's defining property, and each runs on
+every architecture family."""
+
+import pytest
+import torch
+
+import memit
+from helpers import ALL_TYPES, tiny_model
+from memit.hparams import MemitHyperParams
+from memit.methods import METHODS, run
+from memit.methods.memit import compute_keys, edit, solve_update
+from memit.methods.rome import RomeSolve
+from memit.methods.sequential import AlphaEditSolve, key_outer_sums, null_projector
+from memit.models.arch import as_math, get_arch
+from memit.stats import second_moments
+
+REQS = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome"),
+        memit.EditRequest("Everyone knows {} plays the", "Toko Yasuda", "piano"),
+        memit.EditRequest("{} speaks", "Danielle", "French")]
+PREFIXES = ["Because of it. ", "I said that the day was long. "]
+
+
+def _hp(corpus_file, **kw):
+    base = {"layers": [1, 2], "v_num_grad_steps": 4, "v_lr": 0.2, "prefixes": PREFIXES, "stats_corpus": corpus_file,
+            "stats_tokens": 2048, "stats_seq_len": 32, "ft_steps": 3, "ft_lr": 1e-2}
+    return MemitHyperParams(**(base | kw))
+
+
+def _c0(model, bpe, hp, layers):
+    return second_moments(model, bpe, get_arch(model), layers, corpus=hp.stats_corpus, max_tokens=hp.stats_tokens,
+                          seq_len=hp.stats_seq_len, progress=False)
+
+
+def test_rome_solve_maps_the_averaged_key_to_the_target():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 16, generator=g, dtype=torch.float64)
+    c0 = a @ a.T / 16 + 0.1 * torch.eye(16, dtype=torch.float64)
+    k, r = torch.randn(16, 1, generator=g), torch.randn(8, 1, generator=g)
+    upd = RomeSolve()(0, r, k, c0, 1.0)
+    torch.testing.assert_close(upd @ k.double(), r.double(), rtol=1e-10, atol=1e-10)
+
+
+def test_rome_edit_gives_w_hat_k_star_equal_v_star(bpe, corpus_file):
+    """End to end on a tiny model: ΔW k* = v* − W k* with k* the prefix-averaged key."""
+    model = tiny_model("llama", bpe)
+    arch = get_arch(model)
+    hp = _hp(corpus_file, layers=[2], clamp_norm_factor=4.0)
+    d = edit(model, bpe, REQS[:1], hp, solver=RomeSolve(), apply=False, progress=False)
+    k_star = d.aux["keys"][2]  # (d_ff, 1), averaged over the prefixed prompts
+    _, h = compute_keys(model, bpe, arch, REQS[:1], 2, 2, PREFIXES, 4096)  # W k* part: current output
+    dw = as_math(d.weights[arch.mlp_out_name(2) + ".weight"], arch)
+    torch.testing.assert_close((dw.double() @ k_star.double()).T, (d.aux["targets"].z - h).double(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_rome_is_sequential_and_exact_to_apply(bpe, corpus_file):
+    model = tiny_model("llama", bpe)
+    hp = _hp(corpus_file)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    d = run("rome", model, bpe, REQS, hp, progress=False)
+    name = get_arch(model).mlp_out_name(hp.rome_layer()) + ".weight"
+    assert list(d.weights) == [name] and len(d.meta["layers_info"]) == 3  # one rank-one update per request
+    edited = model.get_parameter(name).clone()
+    d.revert(model)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    d.apply(model)
+    assert torch.equal(model.get_parameter(name), edited)  # the saved delta reproduces the edit exactly
+
+
+@pytest.mark.parametrize("method", ["ft", "ft-w"])
+def test_ft_respects_its_bound(bpe, corpus_file, method):
+    model = tiny_model("llama", bpe)
+    hp = _hp(corpus_file, ft_norm_bound=1e-3)
+    d = run(method, model, bpe, REQS, hp, progress=False)
+    change = next(iter(d.weights.values())).abs().max()
+    assert change > 0
+    if method == "ft":
+        assert change <= 1e-3 + 1e-7
+    else:
+        assert change > 1e-3  # lr 1e-2 for 3 steps: weight decay, not a box, limits FT-W
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_alphaedit_leaves_the_preserved_subspace_unchanged(bpe, corpus_file):
+    model = tiny_model("llama", bpe)
+    arch = get_arch(model)
+    hp0 = _hp(corpus_file)
+    c0 = _c0(model, bpe, hp0, [1, 2])
+    ev = torch.linalg.eigvalsh(c0[2])
+    hp = _hp(corpus_file, null_threshold=float(ev[len(ev) // 2]))  # half the directions are "preserved"
+    prior = {layer: 0.5 * torch.eye(c.shape[0], dtype=torch.float64) for layer, c in c0.items()}
+    d = run("alphaedit", model, bpe, REQS, hp, prior=prior, progress=False)
+    for layer in (1, 2):
+        evals, vecs = torch.linalg.eigh(c0[layer])
+        kept = vecs[:, evals >= hp.null_threshold]  # P k = 0 for these keys
+        dw = as_math(d.weights[arch.mlp_out_name(layer) + ".weight"], arch).double()
+        assert dw.norm() > 1e-6
+        assert (dw @ kept).abs().max() < 1e-9 * max(1.0, float(dw.abs().max()))
+        assert d.meta["layers_info"][layer - 1]["null_dim"] == int((evals < hp.null_threshold).sum())
+
+
+def test_alphaedit_solution_lies_in_the_null_space():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    c0 = a @ a.T / 12
+    p = null_projector(c0, float(torch.linalg.eigvalsh(c0)[5]))
+    k, r = torch.randn(12, 3, generator=g), torch.randn(6, 3, generator=g)
+    upd = AlphaEditSolve({0: p}, None, 1.0)(0, r, k, c0, 1.0)
+    torch.testing.assert_close(upd @ p, upd, rtol=1e-9, atol=1e-12)
+
+
+def test_memit_seq_adds_earlier_keys_to_the_preservation_term(bpe, corpus_file):
+    model = tiny_model("llama", bpe)
+    hp = _hp(corpus_file, layers=[2])
+    plain = run("memit", model, bpe, REQS, hp, progress=False)
+    plain.revert(model)
+    seq0 = run("memit-seq", model, bpe, REQS, hp, prior=None, progress=False)
+    seq0.revert(model)
+    name = get_arch(model).mlp_out_name(2) + ".weight"
+    assert torch.equal(seq0.weights[name], plain.weights[name])  # no earlier batches: plain MEMIT
+    earlier = key_outer_sums(plain.aux["keys"])
+    seq = run("memit-seq", model, bpe, REQS[:2], hp, prior=earlier, progress=False)
+    # independently: Δ = R Kᵀ (λC₀ + K_pK_pᵀ + KKᵀ)⁻¹ with the same R and K
+    k = seq.aux["keys"][2].double()
+    lam = seq.meta["lambda"]
+    c0 = _c0(model, bpe, hp, [2])[2]
+    seq.revert(model)
+    _, cur = compute_keys(model, bpe, get_arch(model), REQS[:2], 2, 2, PREFIXES, 4096)
+    r = (seq.aux["targets"].z - cur).T.double()
+    expected = r @ k.T @ torch.linalg.inv(lam * c0 + earlier[2] + k @ k.T)
+    torch.testing.assert_close(as_math(seq.weights[name], get_arch(model)).double(), expected, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(expected, solve_update(r, k, c0, lam))  # the earlier keys did change it
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+def test_every_method_runs_on_every_family(bpe, corpus_file, model_type):
+    model = tiny_model(model_type, bpe)
+    hp = _hp(corpus_file, v_num_grad_steps=2, ft_steps=1)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    for method in METHODS:
+        d = run(method, model, bpe, REQS[:2], hp, progress=False)
+        assert d.meta["method"] in (method, "ft-l") and d.weights
+        assert all(torch.isfinite(w).all() for w in d.weights.values())
+        d.revert(model)
+        assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), method
