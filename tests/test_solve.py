@@ -44,3 +44,40 @@ def test_condition_number_and_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         condition_number(keys, c0, 1.0)  # computing it never warns by itself
+
+
+def _edit_one_layer(bpe, corpus_file, preservation, lam):
+    import memit
+    from helpers import tiny_model
+    from memit.hparams import MemitHyperParams
+    from memit.methods.memit import compute_keys, edit
+    from memit.models.arch import as_math, get_arch
+
+    reqs = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome"),
+            memit.EditRequest("{} speaks", "Danielle", "French")]
+    model = tiny_model("gpt2", bpe)
+    arch = get_arch(model)
+    hp = MemitHyperParams(layers=[2], lam=lam, preservation=preservation, v_num_grad_steps=3, v_lr=0.2,
+                          prefixes=["I said. "], stats_corpus=corpus_file, stats_tokens=1024, stats_seq_len=32)
+    d = edit(model, bpe, reqs, hp, apply=False, progress=False)
+    _, cur = compute_keys(model, bpe, arch, reqs, 2, 2, hp.prefixes, 4096)
+    r = (d.aux["targets"].z - cur).T.double().numpy()
+    k = d.aux["keys"][2].double().numpy()
+    dw = as_math(d.weights[arch.mlp_out_name(2) + ".weight"], arch).double().numpy()
+    return dw, r, k
+
+
+def test_identity_preservation_is_plain_ridge(bpe, corpus_file):
+    import numpy as np
+
+    dw, r, k = _edit_one_layer(bpe, corpus_file, "identity", 0.7)
+    expected = r @ k.T @ np.linalg.inv(0.7 * np.eye(k.shape[0]) + k @ k.T)  # independent numpy ridge
+    np.testing.assert_allclose(dw, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_no_preservation_is_the_minimum_norm_solution(bpe, corpus_file):
+    import numpy as np
+
+    dw, r, k = _edit_one_layer(bpe, corpus_file, "none", 123.0)  # λ is ignored: it is 0
+    np.testing.assert_allclose(dw @ k, r, rtol=1e-4, atol=1e-5)  # the edits are met exactly
+    np.testing.assert_allclose(dw, r @ np.linalg.pinv(k), rtol=1e-4, atol=1e-6)  # with the smallest ‖ΔW‖

@@ -64,6 +64,8 @@ def _hparam_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", help="text for C₀: file, directory, or hf:NAME[:CONFIG[:SPLIT]]")
     p.add_argument("--stats-tokens", type=int, help="token budget of the statistics pass")
     p.add_argument("--seed", type=int, help="seed for generated context prefixes")
+    p.add_argument("--preservation", choices=["cov", "identity", "none"],
+                   help="ablation of the preservation term: cov (MEMIT's λC₀, default), identity (λI), none (λ = 0)")
 
 
 def _parse_layers(text: str) -> list[int]:
@@ -96,6 +98,8 @@ def _hparams(args, model):
         hp.stats_tokens = args.stats_tokens
     if args.seed is not None:
         hp.seed = args.seed
+    if args.preservation:
+        hp.preservation = args.preservation
     return hp
 
 

@@ -38,6 +38,9 @@ class MemitHyperParams:
     batch_tokens: int = 4096
     # Side on which batched prompts are padded; results do not depend on it (tested).
     padding_side: str = "right"
+    # The preservation term, for ablations: "cov" is MEMIT's λC₀; "identity" replaces C₀ by I
+    # (plain ridge regression on the edits); "none" sets λ = 0 (the minimum-norm ΔW with ΔK = R).
+    preservation: str = "cov"
     # The other methods (``memit edit --method``); MEMIT itself ignores these.
     # ROME and FT-L change one layer: this one, or else the middle of ``layers`` (5 of 3–8, as the
     # paper's ROME on GPT-J).
@@ -63,8 +66,8 @@ class MemitHyperParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def memit_dict(self) -> dict:
-        """The settings MEMIT itself reads (what its target vectors and solve depend on)."""
+    def checkpoint_dict(self) -> dict:
+        """The settings that identify a target-vector checkpoint (see OTHER_METHODS_FIELDS)."""
         return {k: v for k, v in asdict(self).items() if k not in OTHER_METHODS_FIELDS}
 
     @classmethod
@@ -86,7 +89,9 @@ class MemitHyperParams:
         return cls.from_dict({**base, **data})
 
 
-OTHER_METHODS_FIELDS = frozenset({"single_layer", "rome_clamp_norm_factor", "ft_lr", "ft_steps", "ft_norm_bound",
+# Settings added after MEMIT's own, none of which changes the target vectors: left out of the key
+# that identifies a target-vector checkpoint, so long runs resume across versions.
+OTHER_METHODS_FIELDS = frozenset({"preservation", "single_layer", "rome_clamp_norm_factor", "ft_lr", "ft_steps", "ft_norm_bound",
                                   "ft_weight_decay", "null_threshold", "alpha"})
 
 PRESETS: dict[str, MemitHyperParams] = {

@@ -45,6 +45,8 @@ def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam:
     The system is symmetric, so Δ = R · solve(A, K)ᵀ.
     """
     k = keys.double()
+    if lam == 0:  # no preservation: the minimum-norm Δ with ΔK = R (least squares if K is not full rank)
+        return resid.double() @ torch.linalg.pinv(k)
     a = lam * c0.double() + k @ k.T
     return resid.double() @ torch.linalg.solve(a, k).T
 
@@ -149,12 +151,16 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     check_layers(hp.layers, total)
     check_requests(tokenizer, requests, getattr(model.config, "max_position_embeddings", None))
     _d_model, d_ff = dims(model, arch)
-    lam = hp.lambda_for(d_ff)
+    lam = hp.lambda_for(d_ff) if hp.preservation != "none" else 0.0
+    if hp.preservation not in ("cov", "identity", "none"):
+        raise EditError(f"preservation must be cov, identity or none, not {hp.preservation!r}")
     timings: dict[str, float] = {}
     fingerprint = model_fingerprint(model)
 
     t = time.perf_counter()
-    if stats is None or any(layer not in stats for layer in hp.layers):
+    if hp.preservation != "cov":  # the ablations of the preservation term: C₀ → I (ridge) or λ = 0
+        stats = {layer: torch.eye(d_ff, dtype=torch.float64) for layer in hp.layers}
+    elif stats is None or any(layer not in stats for layer in hp.layers):
         stats = second_moments(model, tokenizer, arch, hp.layers, corpus=hp.stats_corpus,
                                max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len,
                                batch_tokens=hp.batch_tokens, progress=progress)
@@ -168,7 +174,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     t = time.perf_counter()
     z_layer = hp.layers[-1]
     if targets is None:
-        key = json.dumps([fingerprint, z_layer, prefixes, hp.memit_dict(), [dataclasses.astuple(r) for r in requests]],
+        key = json.dumps([fingerprint, z_layer, prefixes, hp.checkpoint_dict(), [dataclasses.astuple(r) for r in requests]],
                          sort_keys=True, default=str)
         targets = compute_targets(model, tokenizer, arch, requests, z_layer, prefixes, hp, progress,
                                   checkpoint=checkpoint, key=hashlib.sha256(key.encode()).hexdigest())
@@ -212,7 +218,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             if hasattr(solver, "condition"):  # the method's own system
                 cond = solver.condition(layer, keys, stats[layer], lam)
             else:
-                cond = condition_number(keys, stats[layer], lam)
+                cond = condition_number(keys, stats[layer], lam) if lam > 0 else None
             if cond is not None and cond > COND_WARN:
                 warnings.warn(f"layer {layer}: the system λC₀ + KKᵀ is poorly conditioned (cond {cond:.2e}); "
                               "consider a larger λ or more statistics tokens", stacklevel=2)
