@@ -71,3 +71,38 @@ def test_zsre_accuracy_on_a_known_sequence(bpe):
     s = zsre_summary([{"efficacy": [1.0], "paraphrase": [0.5], "specificity": [0.0]},
                       {"efficacy": [0.5], "paraphrase": [0.5], "specificity": [1.0]}])
     assert (s["efficacy"], s["paraphrase"], s["specificity"]) == (75.0, 50.0, 50.0)
+
+
+def test_retention_counts_the_known_facts_still_known():
+    from memit.eval.metrics import retention_summary
+
+    before = [True, True, True, False, True]
+    after = [True, False, True, True, True]  # one known fact lost; an unknown one gained does not count
+    r = retention_summary(before, after)
+    assert r["facts"] == 5 and r["known_unedited"] == 4
+    assert r["accuracy_unedited"] == 80 and r["accuracy_edited"] == 80
+    assert r["kept"] == 75
+    assert r["kept_ci95"][0] <= 75 <= r["kept_ci95"][1]
+
+
+def test_eval_point_scores_retention_without_the_edited_subjects(bpe, corpus_file, tmp_path):
+    import json
+
+    import memit
+    from helpers import tiny_model
+    from memit.eval.run import run_point
+    from memit.hparams import MemitHyperParams
+    from memit.requests import Case
+
+    model = tiny_model("llama", bpe)
+    req = memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", target_true="Paris")
+    cases = [Case(req, paraphrase_prompts=("The Eiffel Tower stands in",), neighborhood_prompts=("The Louvre is in",))]
+    facts = [{"prompt": "The Eiffel Tower is in", "attribute": "Paris", "subject": "The Eiffel Tower"},
+             {"prompt": "Danielle speaks", "attribute": "French", "subject": "Danielle"},
+             {"prompt": "Toko Yasuda plays the", "attribute": "piano", "subject": "Toko Yasuda"}]
+    hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=2, prefixes=["I said. "], stats_corpus=corpus_file,
+                          stats_tokens=1024, stats_seq_len=32)
+    r = run_point(model, bpe, cases, "counterfact", hp, tmp_path / "p.json", fluency=False, progress=False,
+                  known_facts=facts)
+    assert r["retention"]["facts"] == 2  # the fact about the edited subject is not counted
+    assert json.loads((tmp_path / "p.json").read_text())["retention"]["facts"] == 2

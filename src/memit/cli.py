@@ -274,6 +274,7 @@ def cmd_eval(args) -> None:
     import memit
     from memit.eval.plots import scaling_plot
     from memit.eval.run import run_point, select
+    from memit.requests import read_records
 
     cases = memit.load_cases(args.data, check_batch=False)
     out = Path(args.out)
@@ -291,13 +292,17 @@ def cmd_eval(args) -> None:
         todo.append((n, file))
     if not todo:
         return
+    known = read_records(args.retention) if args.retention else None
+    for i, f in enumerate(known or []):
+        if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in ("prompt", "attribute", "subject")):
+            raise CliError(f"{args.retention}: record {i} needs string fields prompt, attribute and subject")
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
     for n, file in todo:
         chosen = select(cases, n, args.offset, args.sample, seed)
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
                       seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample},
-                      method=args.method)
+                      method=args.method, known_facts=known)
         keys = [k for k in r["edited"] if not k.endswith("_ci95") and isinstance(r["edited"][k], float)]
         print(f"N = {n}: " + "  ".join(f"{k} {r['unedited'][k]:.1f}→{r['edited'][k]:.1f}" for k in keys)
               + f"   edit {r['edit_wall_s']:.0f} s  → {file}")
@@ -393,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="memit", choices=METHOD_CHOICES)
     p.add_argument("--out", required=True, help="results directory (JSON per point, PNG of the curve)")
     p.add_argument("--no-fluency", action="store_true", help="skip the generation-entropy metric")
+    p.add_argument("--retention", metavar="KNOWN_JSON",
+                   help="also score unrelated known facts (known_1000.json) before and after the edit")
     p.add_argument("--force", action="store_true", help="recompute points whose file exists")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_eval)

@@ -132,6 +132,25 @@ def zsre_summary(per_case: list[dict]) -> dict:
     return out
 
 
+def known_fact_hits(model, tokenizer, facts: list[dict], batch_tokens: int = 4096) -> list[bool]:
+    """For each fact of ``known_1000.json`` (prompt, attribute): whether every attribute token is the
+    model's top-1 prediction, teacher forced."""
+    scores = target_scores(model, tokenizer, [(f["prompt"], f["attribute"]) for f in facts], batch_tokens)
+    return [all(hits) for _, hits in scores]
+
+
+def retention_summary(before: list[bool], after: list[bool]) -> dict:
+    """How many of the facts the unedited model knew (all attribute tokens top-1) it still knows:
+    the review's test of whether mass editing damages unrelated knowledge."""
+    known = [a for b, a in zip(before, after) if b]
+    kept = [float(a) for a in known]
+    return {"facts": len(before), "known_unedited": len(known),
+            "accuracy_unedited": 100 * sum(before) / len(before) if before else float("nan"),
+            "accuracy_edited": 100 * sum(after) / len(after) if after else float("nan"),
+            "kept": 100 * sum(kept) / len(kept) if kept else None,  # None, not NaN: stays valid JSON
+            "kept_ci95": [100 * x for x in bootstrap_ci(kept)] if kept else None}
+
+
 def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean, resampling facts with replacement."""
     if not values:

@@ -20,6 +20,8 @@ from memit.eval.fluency import ngram_entropy, sample
 from memit.eval.metrics import (
     counterfact_case_scores,
     counterfact_summary,
+    known_fact_hits,
+    retention_summary,
     zsre_case_scores,
     zsre_summary,
 )
@@ -70,11 +72,18 @@ def score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed
 
 def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperParams, out_file: Path, *,
               fluency: bool = True, seed: int = 0, progress: bool = True, extra: dict | None = None,
-              method: str = "memit") -> dict:
-    """Score unedited, edit all ``cases`` in one batch, score again, restore; write ``out_file``."""
+              method: str = "memit", known_facts: list[dict] | None = None) -> dict:
+    """Score unedited, edit all ``cases`` in one batch, score again, restore; write ``out_file``.
+
+    With ``known_facts`` (records of ``known_1000.json``), also how many of them the model still
+    knows after the edit; facts about an edited subject are left out.
+    """
     where = machine()  # now: the commit that runs, not the one checked out when a long run ends
     t0 = time.perf_counter()
     pre = score(model, tokenizer, cases, dataset, fluency, seed)
+    edited_subjects = {c.request.subject for c in cases}
+    known = [f for f in known_facts or [] if f["subject"] not in edited_subjects]
+    known_pre = known_fact_hits(model, tokenizer, known) if known else None
     t_eval = time.perf_counter() - t0
     t0 = time.perf_counter()
     ckpt = out_file.with_name(out_file.stem + ".targets.partial.safetensors")  # resumes a long run
@@ -82,6 +91,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     t_edit = time.perf_counter() - t0
     try:
         post = score(model, tokenizer, cases, dataset, fluency, seed)
+        known_post = known_fact_hits(model, tokenizer, known) if known else None
     finally:
         delta.revert(model)
     reqs = delta.meta["requests"]
@@ -94,6 +104,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
                     "mean_nll": sum(r["nll"] for r in reqs) / len(reqs)},
         "layers_info": delta.meta["layers_info"], "lambda": delta.meta["lambda"], "hparams": delta.meta["hparams"],
         "machine": where, **(extra or {}),
+        **({"retention": retention_summary(known_pre, known_post)} if known else {}),
         "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
     }
     out_file.parent.mkdir(parents=True, exist_ok=True)
