@@ -104,3 +104,27 @@ def test_journal_edit_and_revert_on_the_command_line(setup, capsys):
     assert main(["edit", *base[:6], "--method", "rome", "--delta", str(root / "rome.safetensors"), "--quiet"]) == 0
     assert main(["revert", "--model", str(model_dir), "--journal", str(root / "journal"), "--to", "7"]) == 2
     assert "step 7 does not exist" in capsys.readouterr().err
+
+
+def test_eval_one_batch_and_sequential(setup, capsys):
+    root, model_dir = setup
+    recs = [{"case_id": i, "prompt": p, "subject": s, "target_new": t, "ground_truth": g, "rephrase_prompt": r,
+             "locality_prompt": lp, "locality_ground_truth": lg}
+            for i, (p, s, t, g, r, lp, lg) in enumerate([
+                ("{} is located in", "The Eiffel Tower", "Rome", "Paris", "The Eiffel Tower stands in",
+                 "The Louvre is in", "Paris"),
+                ("Toko Yasuda, the", "Toko Yasuda", "piano", "guitar", "Toko Yasuda is incredible at",
+                 "John Lennon performs on the", "guitar")])]
+    (root / "cf.json").write_text(json.dumps(recs))
+    (root / "known.json").write_text(json.dumps([{"subject": "Danielle", "prompt": "Danielle speaks",
+                                                  "attribute": "French"}]))
+    base = ["eval", "--model", str(model_dir), "--hparams", str(root / "hp.json"), "--dataset", "counterfact",
+            "--data", str(root / "cf.json"), "--out", str(root / "res"), "--no-fluency", "--quiet"]
+    assert main([*base, "--n", "2", "--retention", str(root / "known.json"), "--preservation", "identity"]) == 0
+    point = json.loads((root / "res" / "counterfact_memit_n2.json").read_text())
+    assert point["hparams"]["preservation"] == "identity" and point["retention"]["facts"] == 1
+    assert main([*base, "--n", "2", "--batch-size", "1", "--method", "alphaedit"]) == 0
+    seq = json.loads((root / "res" / "counterfact_alphaedit_n2_seq1.json").read_text())
+    assert [p["edits"] for p in seq["points"]] == [0, 1, 2]
+    assert (root / "res" / "counterfact_sequential.png").is_file()
+    assert "2 batches of 1 done" in capsys.readouterr().out

@@ -106,3 +106,15 @@ def test_eval_point_scores_retention_without_the_edited_subjects(bpe, corpus_fil
                   known_facts=facts)
     assert r["retention"]["facts"] == 2  # the fact about the edited subject is not counted
     assert json.loads((tmp_path / "p.json").read_text())["retention"]["facts"] == 2
+
+
+def test_perplexity_is_exp_mean_next_token_nll(bpe, corpus_file):
+    from memit.eval.perplexity import perplexity
+    from memit.stats import token_windows
+
+    model = tiny_model("gpt2", bpe)
+    windows = token_windows(bpe, corpus_file, 16, 64)
+    lp = torch.log_softmax(model(input_ids=windows).logits, -1)
+    nll = -lp[:, :-1].gather(-1, windows[:, 1:, None]).mean()
+    got = perplexity(model, bpe, corpus_file, max_tokens=64, seq_len=16, batch_rows=3)
+    assert got == pytest.approx(math.exp(float(nll)), rel=1e-5)

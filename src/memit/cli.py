@@ -272,8 +272,9 @@ def cmd_demo(args) -> None:
 
 def cmd_eval(args) -> None:
     import memit
-    from memit.eval.plots import scaling_plot
+    from memit.eval.plots import scaling_plot, sequence_plot
     from memit.eval.run import run_point, select
+    from memit.eval.sequential import run_sequence
     from memit.requests import read_records
 
     cases = memit.load_cases(args.data, check_batch=False)
@@ -283,13 +284,15 @@ def cmd_eval(args) -> None:
     for n in args.n:
         tag = f"_o{args.offset}" if args.offset else ""
         tag += f"_random{seed}" if args.sample == "random" else ""
+        sequential = bool(args.batch_size) and args.batch_size < n
+        tag += f"_seq{args.batch_size}" if sequential else ""
         file = out / f"{args.dataset}_{args.method}_n{n}{tag}.json"
-        if file.exists() and not args.force:
+        if file.exists() and not args.force and not sequential:  # a sequence resumes from its journal
             print(f"{file} exists: skipped (pass --force to redo it)")
             continue
         if args.sample == "first" and args.offset + n > len(cases):
             raise CliError(f"--n {n} --offset {args.offset}: {args.data} has only {len(cases)} records")
-        todo.append((n, file))
+        todo.append((n, file, sequential))
     if not todo:
         return
     known = read_records(args.retention) if args.retention else None
@@ -298,8 +301,15 @@ def cmd_eval(args) -> None:
             raise CliError(f"{args.retention}: record {i} needs string fields prompt, attribute and subject")
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
-    for n, file in todo:
+    for n, file, sequential in todo:
         chosen = select(cases, n, args.offset, args.sample, seed)
+        if sequential:
+            r = run_sequence(model, tokenizer, chosen, args.dataset, args.method, hp, args.batch_size, file,
+                             ppl_corpus=args.perplexity, ppl_tokens=args.perplexity_tokens, progress=not args.quiet,
+                             extra={"data": str(args.data), "sample": args.sample})
+            print(f"{len(r['points']) - 1} batches of {args.batch_size} done → {file}")
+            sequence_plot(out, args.dataset)
+            continue
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
                       seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample},
                       method=args.method, known_facts=known)
@@ -398,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="memit", choices=METHOD_CHOICES)
     p.add_argument("--out", required=True, help="results directory (JSON per point, PNG of the curve)")
     p.add_argument("--no-fluency", action="store_true", help="skip the generation-entropy metric")
+    p.add_argument("--batch-size", type=int,
+                   help="edit the N records in consecutive batches of this size, scoring all edits so far after each")
+    p.add_argument("--perplexity", metavar="TEXT", help="with --batch-size: also perplexity on this text after each batch")
+    p.add_argument("--perplexity-tokens", type=int, default=20_000)
     p.add_argument("--retention", metavar="KNOWN_JSON",
                    help="also score unrelated known facts (known_1000.json) before and after the edit")
     p.add_argument("--force", action="store_true", help="recompute points whose file exists")

@@ -40,3 +40,43 @@ def scaling_plot(results_dir: str | Path, dataset: str, method: str = "memit") -
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
+    """ES/PS/NS (zsRE: the accuracies) of all edits so far against the number of edits, one colour
+    per method, and perplexity beside when it was measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [json.loads(f.read_text()) for f in sorted(Path(results_dir).glob(f"{dataset}_*_seq*.json"))]
+    runs = [r for r in runs if len(r.get("points", [])) > 1]
+    if not runs:
+        return None
+    with_ppl = any("perplexity" in p for r in runs for p in r["points"])
+    fig, axes = plt.subplots(1, 2 if with_ppl else 1, figsize=(11 if with_ppl else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    for r, color in zip(runs, [f"C{i}" for i in range(10)]):
+        xs = [p["edits"] for p in r["points"]]
+        for metric, style in zip(METRICS[dataset], ["-", "--", ":"]):
+            ax.plot(xs, [p[metric] for p in r["points"]], style, color=color, marker="o", ms=3,
+                    label=f"{r['method']} (batches of {r['batch_size']}): {metric}")
+        if with_ppl:
+            axes[0][1].plot(xs, [p.get("perplexity") for p in r["points"]], "o-", color=color, label=r["method"])
+    ax.set_xlabel("edits so far")
+    ax.set_ylabel("% (all edits so far)")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    ax.set_title(f"{dataset}: sequential editing")
+    if with_ppl:
+        axes[0][1].set_xlabel("edits so far")
+        axes[0][1].set_ylabel("perplexity (held-out text)")
+        axes[0][1].grid(alpha=0.3)
+        axes[0][1].legend(fontsize=7)
+    out = Path(results_dir) / f"{dataset}_sequential.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

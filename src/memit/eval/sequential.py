@@ -1,0 +1,91 @@
+"""Editing over time, measured: batches of B edits one after another; after each batch, the scores
+of every edit made so far and perplexity on held-out text (MEMIT_SPEC §2, sequential; the
+AlphaEdit comparison).
+
+Each batch is a step of an edit journal next to the result file, so a rerun replays the finished
+batches exactly and goes on; the result file is rewritten after every batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from memit.eval.metrics import counterfact_case_scores, counterfact_summary, zsre_case_scores, zsre_summary
+from memit.eval.perplexity import perplexity
+from memit.fingerprint import model_fingerprint
+from memit.hparams import MemitHyperParams
+from memit.journal import Journal
+from memit.methods import run
+from memit.requests import Case
+
+
+def _scores(model, tokenizer, cases: list[Case], dataset: str) -> dict:
+    if dataset == "zsre":
+        return zsre_summary(zsre_case_scores(model, tokenizer, cases))
+    return counterfact_summary(counterfact_case_scores(model, tokenizer, cases))
+
+
+def _write(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str, hp: MemitHyperParams,
+                 batch_size: int, out_file: Path, *, ppl_corpus: str | None = None, ppl_tokens: int = 20_000,
+                 progress: bool = True, extra: dict | None = None) -> dict:
+    """Edit ``cases`` in consecutive batches with ``method``; the model is restored at the end."""
+    from memit.eval.run import machine
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out_file.with_name(out_file.stem + ".journal"))
+    base = model_fingerprint(model)
+    if out_file.is_file():
+        result = json.loads(out_file.read_text())
+    else:
+        result = {"dataset": dataset, "method": method, "n": len(cases), "batch_size": batch_size,
+                  "case_ids": [c.request.case_id for c in cases], "hparams": hp.to_dict(), "machine": machine(),
+                  "ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens, **(extra or {}), "points": []}
+    if not result["points"]:  # the unedited model, on every record of the run
+        point = {"edits": 0, **_scores(model, tokenizer, cases, dataset)}
+        if ppl_corpus:
+            point["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
+        result["points"].append(point)
+        _write(out_file, result)
+    applied = journal.replay(model)
+    try:
+        _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
+                 applied, ppl_corpus, ppl_tokens, progress)
+    finally:
+        for delta in reversed(applied):  # bit-exact, last edit first
+            delta.revert(model)
+    return result
+
+
+def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result, applied,
+             ppl_corpus, ppl_tokens, progress) -> None:
+    n_batches = -(-len(cases) // batch_size)
+    for b in range(len(journal.steps), n_batches + 1):
+        if len(result["points"]) <= b:  # a batch whose scores are missing (also after a crash between the two)
+            so_far = cases[: b * batch_size]
+            point = {"edits": len(so_far), **_scores(model, tokenizer, so_far, dataset)}
+            if ppl_corpus:
+                point["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
+            point["edit_s"] = result.pop("_last_edit_s", None)
+            result["points"].append(point)
+            _write(out_file, result)
+            if progress:
+                keys = [k for k, v in point.items() if isinstance(v, float) and k != "edit_s"]
+                print(f"{method}: {point['edits']} edits: " + "  ".join(f"{k} {point[k]:.1f}" for k in keys))
+        if b == n_batches:
+            break
+        batch = cases[b * batch_size: (b + 1) * batch_size]
+        t = time.perf_counter()
+        delta = run(method, model, tokenizer, [c.request for c in batch], hp, prior=journal.prior(), progress=progress)
+        applied.append(delta)
+        journal.append(base, delta)
+        result["_last_edit_s"] = time.perf_counter() - t
