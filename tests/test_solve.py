@@ -36,7 +36,7 @@ def test_small_lambda_reaches_the_values():
 def test_condition_number_and_warning():
     import warnings
 
-    from memit.methods.memit import condition_number
+    from memit.diagnostics import condition_number
 
     c0 = torch.diag(torch.tensor([1.0, 1e-3, 1e-6], dtype=torch.float64))
     keys = torch.zeros(3, 1, dtype=torch.float64)
@@ -81,3 +81,22 @@ def test_no_preservation_is_the_minimum_norm_solution(bpe, corpus_file):
     dw, r, k = _edit_one_layer(bpe, corpus_file, "none", 123.0)  # λ is ignored: it is 0
     np.testing.assert_allclose(dw @ k, r, rtol=1e-4, atol=1e-5)  # the edits are met exactly
     np.testing.assert_allclose(dw, r @ np.linalg.pinv(k), rtol=1e-4, atol=1e-6)  # with the smallest ‖ΔW‖
+
+
+def test_update_overlap_and_spectrum_by_hand():
+    from memit.diagnostics import spectrum, update_overlap
+
+    c0 = torch.eye(3, dtype=torch.float64)
+    keys = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])  # columns are the keys
+    # with C₀ = I and λ = 1: directions (I + KKᵀ)⁻¹K, computed independently
+    a = torch.eye(3, dtype=torch.float64) + keys.double() @ keys.double().T
+    dirs = torch.linalg.inv(a) @ keys.double()
+    cos = torch.nn.functional.normalize(dirs, dim=0).T @ torch.nn.functional.normalize(dirs, dim=0)
+    expected = [max(abs(float(cos[i, j])) for j in range(3) if j != i) for i in range(3)]
+    got = update_overlap(keys, c0, 1.0)
+    assert got["per_request"] == pytest.approx(expected)
+    assert got["max"] == pytest.approx(max(expected)) and got["mean"] == pytest.approx(sum(expected) / 3)
+    assert expected[2] == pytest.approx(0.0, abs=1e-12)  # the third key is orthogonal to the others
+    spec = spectrum(keys[:, :2], c0, 1.0)  # two keys in three dimensions: KKᵀ is singular
+    assert spec["rank_kk"] == 2 and spec["cond_kk"] == float("inf")
+    assert spec["cond"] == pytest.approx(float(spec["eig"][-1] / spec["eig"][0]))

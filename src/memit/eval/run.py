@@ -103,6 +103,10 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         "targets": {"converged": sum(r["converged"] for r in reqs), "clamped": sum(r["clamped"] for r in reqs),
                     "mean_nll": sum(r["nll"] for r in reqs) / len(reqs)},
         "layers_info": delta.meta["layers_info"], "lambda": delta.meta["lambda"], "hparams": delta.meta["hparams"],
+        "resid_after": delta.meta.get("resid_after"),
+        "per_request": [{k: r.get(k) for k in ("nll", "steps", "clamped", "converged", "max_update_overlap")}
+                        for r in reqs],
+        "spectra": delta.aux.get("spectra"),  # eigenvalues of λC₀ + KKᵀ and of KKᵀ per layer
         "machine": where, **(extra or {}),
         **({"retention": retention_summary(known_pre, known_post)} if known else {}),
         "per_case": {"unedited": pre["cases"], "edited": post["cases"]},

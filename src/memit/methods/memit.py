@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from memit import hooks, weights
 from memit.delta import Delta
+from memit.diagnostics import max_key_overlap, spectrum, update_overlap
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams, default_hparams
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
@@ -35,7 +36,6 @@ class EditError(ValueError):
 
 
 COND_WARN = 1e10  # beyond this the float64 solve loses more than ~6 of its 16 digits
-COND_MAX_DFF = 8192  # the eigenvalues of a larger system cost more than the edit itself
 
 
 def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> torch.Tensor:
@@ -51,17 +51,6 @@ def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam:
     return resid.double() @ torch.linalg.solve(a, k).T
 
 
-def max_key_overlap(keys: torch.Tensor) -> float | None:
-    """Largest |cosine| between the keys (columns) of two different requests: near 1 means two
-    facts ask the same direction of the layer for different values, and one will lose."""
-    if keys.shape[1] < 2:
-        return None
-    k = torch.nn.functional.normalize(keys.double(), dim=0)
-    gram = (k.T @ k).abs()
-    gram.fill_diagonal_(0)
-    return float(gram.max())
-
-
 def _memit_solve(layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> torch.Tensor:
     return solve_update(resid, keys, c0, lam)
 
@@ -69,15 +58,6 @@ def _memit_solve(layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.
 # (layer, resid (d_model, n), keys (d_ff, n), C₀, λ) -> update (d_model, d_ff): how a method turns
 # the shared targets and keys into a weight change.
 Solver = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
-
-
-def condition_number(keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float | None:
-    """cond(λC₀ + KKᵀ) from its eigenvalues (it is symmetric positive semi-definite)."""
-    if c0.shape[0] > COND_MAX_DFF:
-        return None
-    k = keys.double()
-    ev = torch.linalg.eigvalsh(lam * c0.double() + k @ k.T)
-    return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
 
 
 @torch.no_grad()
@@ -188,6 +168,8 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     all_keys: dict[int, torch.Tensor] = {}
     originals: dict[str, torch.Tensor] = {}
     layer_info = []
+    spectra: dict[int, dict] = {}
+    per_request_overlap: dict[int, list[float]] = {}
     timings["keys"] = timings["solve"] = timings["diagnostics"] = 0.0
     try:
         for i, layer in enumerate(tqdm(hp.layers, desc="layers", disable=not progress)):
@@ -215,10 +197,21 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             deltas[name] = upd.cpu()
             timings["solve"] += time.perf_counter() - t
             t = time.perf_counter()
+            extra = {}
             if hasattr(solver, "condition"):  # the method's own system
                 cond = solver.condition(layer, keys, stats[layer], lam)
+            elif lam > 0:
+                spec = spectrum(keys, stats[layer], lam)
+                cond = spec["cond"] if spec else None
+                overlap = update_overlap(keys, stats[layer], lam)
+                if spec:
+                    spectra[layer] = {"eig": spec.pop("eig"), "eig_kk": spec.pop("eig_kk")}
+                    extra |= {"cond_kk": spec["cond_kk"], "rank_kk": spec["rank_kk"]}
+                if overlap:
+                    per_request_overlap[layer] = overlap.pop("per_request")
+                    extra["update_overlap"] = overlap
             else:
-                cond = condition_number(keys, stats[layer], lam) if lam > 0 else None
+                cond = None
             if cond is not None and cond > COND_WARN:
                 warnings.warn(f"layer {layer}: the system λC₀ + KKᵀ is poorly conditioned (cond {cond:.2e}); "
                               "consider a larger λ or more statistics tokens", stacklevel=2)
@@ -228,6 +221,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
                 "delta_rel_norm": float(upd.norm() / as_math(originals[name], arch).float().norm()),
                 "cond": cond,
                 "max_key_overlap": max_key_overlap(keys),
+                **extra,
             })
             timings["diagnostics"] += time.perf_counter() - t
         t = time.perf_counter()  # how much of the way to the targets the edited model went (bare prompts)
@@ -251,14 +245,15 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
         "requests": [
             {"case_id": r.case_id, "subject": r.subject, "target_new": r.target_new,
              "loss": targets.loss[j], "nll": targets.nll[j], "steps": targets.steps[j],
-             "clamped": targets.clamped[j], "converged": targets.converged[j]}
+             "clamped": targets.clamped[j], "converged": targets.converged[j],
+             "max_update_overlap": max((v[j] for v in per_request_overlap.values()), default=None)}
             for j, r in enumerate(requests)
         ],
         "layers_info": layer_info,
         "resid_after": resid_after,
         "timings": timings,
     }
-    delta = Delta(deltas, meta, aux={"targets": targets, "keys": all_keys})
+    delta = Delta(deltas, meta, aux={"targets": targets, "keys": all_keys, "spectra": spectra})
     if apply:
         delta._originals = originals
         delta._applied = {n: weights.read(model, n).detach().clone() for n in deltas}
