@@ -118,3 +118,18 @@ def test_perplexity_is_exp_mean_next_token_nll(bpe, corpus_file):
     nll = -lp[:, :-1].gather(-1, windows[:, 1:, None]).mean()
     got = perplexity(model, bpe, corpus_file, max_tokens=64, seq_len=16, batch_rows=3)
     assert got == pytest.approx(math.exp(float(nll)), rel=1e-5)
+
+
+def test_strata_split_by_what_the_unedited_model_preferred():
+    from memit.eval.metrics import counterfact_strata
+
+    def case(new, true, para=(1.0, 2.0)):
+        return {"rewrite": [{"new": new, "true": true}], "paraphrase": [{"new": para[0], "true": para[1]}],
+                "neighborhood": []}
+
+    pre = [case(3.0, 1.0), case(3.0, 1.0), case(1.0, 3.0)]  # two knew the truth (hard), one did not (easy)
+    post = [case(0.5, 2.0), case(2.5, 2.0, (3.0, 1.0)), case(0.1, 4.0)]  # the second hard fact failed
+    s = counterfact_strata(pre, post)
+    assert s["failed_edits"] == 1
+    assert s["hard"]["n"] == 2 and s["hard"]["ES"] == 50 and s["hard"]["PS"] == 50
+    assert s["easy"]["n"] == 1 and s["easy"]["ES"] == 100

@@ -105,6 +105,21 @@ def counterfact_summary(per_case: list[dict]) -> dict:
     return out
 
 
+def counterfact_strata(pre: list[dict], post: list[dict]) -> dict:
+    """Edited ES/PS split by whether the unedited model preferred target_true on the rewrite prompt
+    ("hard": it knew the true fact) or not ("easy"), and how many edits failed (ES 0 after)."""
+    out = {"failed_edits": 0}
+    groups: dict[str, list[tuple[dict, dict]]] = {"hard": [], "easy": []}
+    for a, b in zip(pre, post):
+        knew = all(it["true"] < it["new"] for it in a["rewrite"])
+        groups["hard" if knew else "easy"].append((a, b))
+        out["failed_edits"] += not all(it["new"] < it["true"] for it in b["rewrite"])
+    for name, pairs in groups.items():
+        summary = counterfact_summary([b for _, b in pairs]) if pairs else {}
+        out[name] = {"n": len(pairs), **{k: summary.get(k) for k in ("ES", "ES_ci95", "PS", "PS_ci95")}}
+    return out
+
+
 def zsre_case_scores(model, tokenizer, cases: list[Case], batch_tokens: int = 4096) -> list[dict]:
     """Token-level teacher-forced top-1 accuracy on the edit question, its rephrase, and the
     unrelated ``loc`` question (specificity)."""

@@ -19,6 +19,7 @@ import torch
 from memit.eval.fluency import ngram_entropy, sample
 from memit.eval.metrics import (
     counterfact_case_scores,
+    counterfact_strata,
     counterfact_summary,
     known_fact_hits,
     retention_summary,
@@ -109,6 +110,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         "spectra": delta.aux.get("spectra"),  # eigenvalues of λC₀ + KKᵀ and of KKᵀ per layer
         "machine": where, **(extra or {}),
         **({"retention": retention_summary(known_pre, known_post)} if known else {}),
+        **({"strata": counterfact_strata(pre["cases"], post["cases"])} if dataset == "counterfact" else {}),
         "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
     }
     out_file.parent.mkdir(parents=True, exist_ok=True)
