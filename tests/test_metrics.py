@@ -133,3 +133,19 @@ def test_strata_split_by_what_the_unedited_model_preferred():
     assert s["failed_edits"] == 1
     assert s["hard"]["n"] == 2 and s["hard"]["ES"] == 50 and s["hard"]["PS"] == 50
     assert s["easy"]["n"] == 1 and s["easy"]["ES"] == 100
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "gemma2"])
+def test_sampler_with_top1_is_greedy_decoding_of_each_prompt_alone(bpe, model_type):
+    from memit.eval.fluency import sample
+
+    model = tiny_model(model_type, bpe)
+    prompts = ["The Eiffel Tower is in", "Danielle speaks", "Paris"]  # different lengths: left padding
+    got = sample(model, bpe, prompts, max_new_tokens=6, top_k=1, batch_size=3)
+    for prompt, text in zip(prompts, got):
+        ids = bpe(prompt, return_tensors="pt")["input_ids"]
+        ref = model.generate(ids, do_sample=False, max_new_tokens=6, pad_token_id=bpe.pad_token_id)[0, ids.shape[1]:]
+        ref = ref.tolist()
+        if bpe.eos_token_id in ref:
+            ref = ref[: ref.index(bpe.eos_token_id)]
+        assert text == bpe.decode(ref, skip_special_tokens=True)
