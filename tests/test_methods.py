@@ -143,3 +143,21 @@ def test_every_method_runs_on_every_family(bpe, corpus_file, model_type):
         assert all(torch.isfinite(w).all() for w in d.weights.values())
         d.revert(model)
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), method
+
+
+def test_emmet_meets_every_edit_exactly_and_is_rome_for_one():
+    from memit.methods.rome import EmmetSolve
+
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(16, 16, generator=g, dtype=torch.float64)
+    c0 = a @ a.T / 16 + 0.1 * torch.eye(16, dtype=torch.float64)
+    k, r = torch.randn(16, 4, generator=g), torch.randn(8, 4, generator=g)
+    upd = EmmetSolve()(0, r, k, c0, 1.0)
+    torch.testing.assert_close(upd @ k.double(), r.double(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(EmmetSolve()(0, r[:, :1], k[:, :1], c0, 1.0), RomeSolve()(0, r[:, :1], k[:, :1], c0, 1.0))
+    # the smallest such change in the C₀ metric: any other solution ΔW + N (N K = 0) is larger
+    null = torch.randn(8, 16, generator=g, dtype=torch.float64)
+    null = null - null @ k.double() @ torch.linalg.pinv(k.double())  # N K = 0
+    def cost(d):
+        return float(torch.trace(d @ c0 @ d.T))
+    assert cost(upd) < cost(upd + 0.1 * null)

@@ -40,7 +40,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
             RequestError, CorpusError, TokenizationError)
 
 
-METHOD_CHOICES = ["memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit"]  # memit.methods.METHODS, without
+METHOD_CHOICES = ["memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit", "emmet"]  # memit.methods.METHODS, without
 # importing torch before argument parsing
 
 
@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out/--delta")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--method", default="memit", choices=METHOD_CHOICES,
-                   help="memit (default), rome, ft (FT-L), ft-w, memit-seq, alphaedit")
+                   help="memit (default), rome, ft (FT-L), ft-w, memit-seq, alphaedit, emmet")
     p.add_argument("--journal", help="edit journal directory: replay its steps, edit, append this edit as a step")
     p.set_defaults(fn=cmd_edit)
 

@@ -10,7 +10,7 @@ from memit.methods import ft, rome, sequential
 from memit.methods.memit import EditError, edit, solve_update
 from memit.requests import EditRequest
 
-METHODS = ("memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit")
+METHODS = ("memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit", "emmet")
 
 
 def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
@@ -19,6 +19,9 @@ def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyp
     and alphaedit; plain memit, rome and ft ignore earlier batches, as they do in the literature."""
     if method == "memit":
         return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint)
+    if method == "emmet":
+        return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint, solver=rome.EmmetSolve(),
+                    method="emmet")
     if method == "rome":
         return rome.edit(model, tokenizer, requests, hp, progress=progress)
     if method in ("ft", "ft-w"):

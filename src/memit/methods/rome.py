@@ -39,6 +39,23 @@ class RomeSolve:
         return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
 
 
+class EmmetSolve:
+    """EMMET (Gupta et al., 2024): ROME's equality constraint for a whole batch, ΔW K = R exactly
+    with the smallest change in the C₀ metric: ΔW = R (KᵀC₀⁻¹K)⁻¹ KᵀC₀⁻¹. For one request it is ROME.
+    It needs linearly independent keys; MEMIT's λC₀ + KKᵀ does not."""
+
+    def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
+                 ) -> torch.Tensor:
+        u = torch.linalg.solve(c0.double(), keys.double())  # C₀⁻¹K, (d_ff, n)
+        m = keys.double().T @ u  # KᵀC₀⁻¹K, (n, n), symmetric
+        return resid.double() @ torch.linalg.solve(m, u.T)
+
+    @staticmethod
+    def condition(layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
+        ev = torch.linalg.eigvalsh(keys.double().T @ torch.linalg.solve(c0.double(), keys.double()))
+        return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
+
+
 def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams, *, progress: bool = True,
          stats: dict[int, torch.Tensor] | None = None, **_) -> Delta:
     """ROME on ``hparams.rome_layer()``, request after request; the model is left edited."""
