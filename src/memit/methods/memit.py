@@ -112,7 +112,8 @@ def check_requests(tokenizer, requests: list[EditRequest], max_len: int | None) 
 def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams | None = None, *,
          arch: Arch | dict | None = None, stats: dict[int, torch.Tensor] | None = None,
          targets: Targets | None = None, apply: bool = True, progress: bool = True,
-         checkpoint: str | Path | None = None, solver: Solver | None = None, method: str = "memit") -> Delta:
+         checkpoint: str | Path | None = None, solver: Solver | None = None, method: str = "memit",
+         fingerprint: str | None = None) -> Delta:
     """Edit ``model`` so it states each request's ``target_new``; return the weight changes.
 
     With ``apply=True`` (default) the model is left edited and ``delta.revert(model)`` restores it
@@ -122,7 +123,8 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     prefixes (``delta.aux["targets"]``): sweeps over λ or the first layer then skip that phase.
     ``checkpoint`` names a file where finished target vectors are saved as they come, so that an
     interrupted long edit resumes there. ``solver`` replaces MEMIT's closed form (other methods
-    share everything else); ``method`` names it in the metadata.
+    share everything else); ``method`` names it in the metadata. ``fingerprint`` may give the
+    model's fingerprint when the caller already knows it (hashing the weights takes a second).
     """
     if not isinstance(arch, Arch):
         arch = get_arch(model, arch)
@@ -135,7 +137,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     if hp.preservation not in ("cov", "identity", "none"):
         raise EditError(f"preservation must be cov, identity or none, not {hp.preservation!r}")
     timings: dict[str, float] = {}
-    fingerprint = model_fingerprint(model)
+    fingerprint = fingerprint or model_fingerprint(model)
 
     t = time.perf_counter()
     if hp.preservation != "cov":  # the ablations of the preservation term: C₀ → I (ridge) or λ = 0

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from memit import weights
 from memit.delta import Delta
+from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.methods.memit import edit as memit_edit
 from memit.models.arch import get_arch
@@ -69,9 +70,11 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     w0 = weights.read(model, name).detach().clone()
     total = torch.zeros(w0.shape, dtype=torch.float32)
     metas = []
+    base = model_fingerprint(model)
     try:
-        for r in tqdm(requests, desc=f"ROME, layer {layer}", disable=not progress or len(requests) < 2):
-            d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=RomeSolve(), method="rome", progress=False)
+        for i, r in enumerate(tqdm(requests, desc=f"ROME, layer {layer}", disable=not progress or len(requests) < 2)):
+            d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=RomeSolve(), method="rome", progress=False,
+                           fingerprint=f"{base} after {i} ROME edits")  # not rehashed for every request
             total += d.weights[name]
             metas.append(d.meta)
     except BaseException:
@@ -80,7 +83,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     # The model ends as base + delta computed once, so applying the saved delta reproduces it exactly.
     weights.write(model, name, (w0.float() + total.to(w0.device)).to(w0.dtype))
     meta = metas[0] | {
-        "method": "rome", "n_requests": len(requests),
+        "method": "rome", "n_requests": len(requests), "model_fingerprint": base,
         "requests": [m["requests"][0] for m in metas],
         "layers_info": [m["layers_info"][0] | {"case_id": m["requests"][0]["case_id"]} for m in metas],
         "resid_after": sum(m["resid_after"] for m in metas) / len(metas),
