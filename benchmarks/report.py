@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from memit.eval.metrics import counterfact_strata
@@ -28,7 +29,8 @@ def _machine(m: dict) -> str:
 
 
 def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
-    runs = sorted(_load(f"{folder}/{dataset}_memit_n*.json"), key=lambda r: r["n"])
+    runs = sorted((r for r in _load(f"{folder}/{dataset}_memit_n*.json")
+                   if re.fullmatch(rf"{dataset}_memit_n\d+\.json", Path(r["_file"]).name)), key=lambda r: r["n"])
     if not runs:
         return [f"*No {dataset} results yet.*", ""]
     keys = ["ES", "PS", "NS", "Score", "GE"] if dataset == "counterfact" else ["efficacy", "paraphrase", "specificity"]

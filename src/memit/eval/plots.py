@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 METRICS = {"counterfact": ["ES", "PS", "NS"], "zsre": ["efficacy", "paraphrase", "specificity"]}
@@ -15,7 +16,8 @@ def scaling_plot(results_dir: str | Path, dataset: str, method: str = "memit") -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = sorted(Path(results_dir).glob(f"{dataset}_{method}_n*.json"))
+    plain = re.compile(rf"{re.escape(dataset)}_{re.escape(method)}_n\d+\.json")  # not offset, random or sequential runs
+    files = sorted(f for f in Path(results_dir).glob(f"{dataset}_{method}_n*.json") if plain.fullmatch(f.name))
     points = sorted((json.loads(f.read_text()) for f in files), key=lambda r: r["n"])
     if not points:
         return None
