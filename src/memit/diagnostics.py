@@ -19,10 +19,10 @@ def condition_number(keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float 
         return None
     k = keys.double()
     ev = torch.linalg.eigvalsh(lam * c0.double() + k @ k.T)
-    return _cond(ev)
+    return cond_of_eigenvalues(ev)
 
 
-def _cond(ev: torch.Tensor) -> float:
+def cond_of_eigenvalues(ev: torch.Tensor) -> float:
     return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
 
 
@@ -64,5 +64,5 @@ def spectrum(keys: torch.Tensor, c0: torch.Tensor, lam: float) -> dict | None:
     ev_a = torch.linalg.eigvalsh(lam * c0.double() + kk)
     ev_k = torch.linalg.eigvalsh(kk)
     rank = int((ev_k > ev_k[-1] * ev_k.shape[0] * torch.finfo(torch.float64).eps).sum())
-    return {"cond": _cond(ev_a), "cond_kk": _cond(ev_k) if rank == ev_k.shape[0] else float("inf"),
+    return {"cond": cond_of_eigenvalues(ev_a), "cond_kk": cond_of_eigenvalues(ev_k) if rank == ev_k.shape[0] else float("inf"),
             "rank_kk": rank, "eig": ev_a.tolist(), "eig_kk": ev_k.tolist()}

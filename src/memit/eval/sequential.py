@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-from memit.eval.metrics import counterfact_case_scores, counterfact_summary, zsre_case_scores, zsre_summary
 from memit.eval.perplexity import perplexity
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
@@ -23,9 +22,9 @@ from memit.requests import Case
 
 
 def _scores(model, tokenizer, cases: list[Case], dataset: str) -> dict:
-    if dataset == "zsre":
-        return zsre_summary(zsre_case_scores(model, tokenizer, cases))
-    return counterfact_summary(counterfact_case_scores(model, tokenizer, cases))
+    from memit.eval.run import score
+
+    return score(model, tokenizer, cases, dataset, fluency=False)["summary"]
 
 
 def _write(path: Path, data: dict) -> None:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from memit import weights
 from memit.delta import Delta
+from memit.diagnostics import cond_of_eigenvalues
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.methods.memit import edit as memit_edit
@@ -36,8 +37,7 @@ class RomeSolve:
 
     @staticmethod
     def condition(layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
-        ev = torch.linalg.eigvalsh(c0.double())
-        return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
+        return cond_of_eigenvalues(torch.linalg.eigvalsh(c0.double()))
 
 
 class EmmetSolve:
@@ -53,8 +53,7 @@ class EmmetSolve:
 
     @staticmethod
     def condition(layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
-        ev = torch.linalg.eigvalsh(keys.double().T @ torch.linalg.solve(c0.double(), keys.double()))
-        return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
+        return cond_of_eigenvalues(torch.linalg.eigvalsh(keys.double().T @ torch.linalg.solve(c0.double(), keys.double())))
 
 
 def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams, *, progress: bool = True,
