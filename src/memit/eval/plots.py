@@ -82,3 +82,35 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def compare_plot(points: list[dict], labels: list[str], dataset: str, out: str | Path, title: str) -> Path:
+    """Grouped bars of each metric for runs that differ in one setting (layer band, method, λ …),
+    with their 95 % intervals, and the unedited level of the same records as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = METRICS[dataset]
+    width = 0.8 / len(points)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(metrics) * max(1, len(points) / 3), 4))
+    for i, (p, label) in enumerate(zip(points, labels)):
+        xs = [m + (i - (len(points) - 1) / 2) * width for m in range(len(metrics))]
+        vals = [p["edited"][k] for k in metrics]
+        cis = [p["edited"].get(k + "_ci95", [v, v]) for k, v in zip(metrics, vals)]
+        err = [[v - c[0] for v, c in zip(vals, cis)], [c[1] - v for v, c in zip(vals, cis)]]
+        ax.bar(xs, vals, width, yerr=err, capsize=2, label=label, color=f"C{i}")
+    for m, k in enumerate(metrics):
+        ax.hlines(points[0]["unedited"][k], m - 0.45, m + 0.45, colors="k", linestyles="--",
+                  label="unedited" if m == 0 else None)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
