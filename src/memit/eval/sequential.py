@@ -50,10 +50,7 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
                   "case_ids": [c.request.case_id for c in cases], "hparams": hp.to_dict(), "machine": machine(),
                   "ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens, **(extra or {}), "points": []}
     if not result["points"]:  # the unedited model, on every record of the run
-        point = {"edits": 0, **_scores(model, tokenizer, cases, dataset)}
-        if ppl_corpus:
-            point["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
-        result["points"].append(point)
+        result["points"].append({**_point(model, tokenizer, cases, dataset, ppl_corpus, ppl_tokens), "edits": 0})
         _write(out_file, result)
     applied = journal.replay(model)
     try:
@@ -65,26 +62,32 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     return result
 
 
+def _point(model, tokenizer, cases: list[Case], dataset: str, ppl_corpus: str | None, ppl_tokens: int) -> dict:
+    point = {"edits": len(cases), **_scores(model, tokenizer, cases, dataset)}
+    if ppl_corpus:
+        point["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
+    return point
+
+
 def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result, applied,
              ppl_corpus, ppl_tokens, progress) -> None:
-    n_batches = -(-len(cases) // batch_size)
-    for b in range(len(journal.steps), n_batches + 1):
-        if len(result["points"]) <= b:  # a batch whose scores are missing (also after a crash between the two)
-            so_far = cases[: b * batch_size]
-            point = {"edits": len(so_far), **_scores(model, tokenizer, so_far, dataset)}
-            if ppl_corpus:
-                point["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
-            point["edit_s"] = result.pop("_last_edit_s", None)
+    """Batch b is edited unless the journal already holds it, then scored unless the result file
+    already has its point (a crash between the two leaves an edited but unscored batch)."""
+    for b in range(-(-len(cases) // batch_size)):
+        edit_s = None
+        if b >= len(journal.steps):
+            batch = cases[b * batch_size: (b + 1) * batch_size]
+            t = time.perf_counter()
+            delta = run(method, model, tokenizer, [c.request for c in batch], hp, prior=journal.prior(),
+                        progress=progress)
+            applied.append(delta)
+            journal.append(base, delta)
+            edit_s = time.perf_counter() - t
+        if len(result["points"]) <= b + 1:
+            point = _point(model, tokenizer, cases[: (b + 1) * batch_size], dataset, ppl_corpus, ppl_tokens)
+            point["edit_s"] = edit_s
             result["points"].append(point)
             _write(out_file, result)
             if progress:
                 keys = [k for k, v in point.items() if isinstance(v, float) and k != "edit_s"]
                 print(f"{method}: {point['edits']} edits: " + "  ".join(f"{k} {point[k]:.1f}" for k in keys))
-        if b == n_batches:
-            break
-        batch = cases[b * batch_size: (b + 1) * batch_size]
-        t = time.perf_counter()
-        delta = run(method, model, tokenizer, [c.request for c in batch], hp, prior=journal.prior(), progress=progress)
-        applied.append(delta)
-        journal.append(base, delta)
-        result["_last_edit_s"] = time.perf_counter() - t
