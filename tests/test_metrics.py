@@ -108,6 +108,49 @@ def test_eval_point_scores_retention_without_the_edited_subjects(bpe, corpus_fil
     assert json.loads((tmp_path / "p.json").read_text())["retention"]["facts"] == 2
 
 
+def test_eval_points_share_the_baseline_and_the_target_vectors(bpe, corpus_file, tmp_path, monkeypatch):
+    """A λ change reuses the unedited scores and the target vectors from disk and gives the same
+    figures as a cold run; a change the targets depend on (v_lr) or another model recomputes them."""
+    import dataclasses
+
+    import memit
+    import memit.eval.run as run_mod
+    import memit.targets as targets_mod
+    from helpers import tiny_model
+    from memit.eval.run import run_point
+    from memit.hparams import MemitHyperParams
+    from memit.requests import Case
+
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "cache"))
+    model = tiny_model("llama", bpe)
+    req = memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", target_true="Paris")
+    cases = [Case(req, paraphrase_prompts=("The Eiffel Tower stands in",), neighborhood_prompts=("The Louvre is in",))]
+    hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=2, prefixes=["I said. "], stats_corpus=corpus_file,
+                          stats_tokens=1024, stats_seq_len=32, lam=10.0)
+    scored, optimised = [], []
+    real_score, real_opt = run_mod.score, targets_mod._optimise
+    monkeypatch.setattr(run_mod, "score", lambda *a, **k: (scored.append(1), real_score(*a, **k))[1])
+    monkeypatch.setattr(targets_mod, "_optimise", lambda *a, **k: (optimised.append(1), real_opt(*a, **k))[1])
+
+    def point(hp, name, m=model):
+        return run_point(m, bpe, cases, "counterfact", hp, tmp_path / name, fluency=False, progress=False)
+
+    a = point(hp, "a.json")
+    assert (len(scored), len(optimised)) == (2, 1)  # unedited + edited; one chunk of targets
+    b = point(dataclasses.replace(hp, lam=1e4), "b.json")
+    assert (len(scored), len(optimised)) == (3, 1)  # only the edited model was scored; no optimisation
+    assert b["unedited"] == a["unedited"] and b["lambda"] == 1e4
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "cold"))
+    cold = point(dataclasses.replace(hp, lam=1e4), "c.json")
+    assert cold["edited"] == b["edited"] and cold["unedited"] == b["unedited"]
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "cache"))
+    scored.clear(), optimised.clear()
+    point(dataclasses.replace(hp, v_lr=0.1), "d.json")
+    assert (len(scored), len(optimised)) == (1, 1)  # new targets, same baseline
+    point(hp, "e.json", tiny_model("llama", bpe, seed=1))
+    assert (len(scored), len(optimised)) == (3, 2)  # other weights: nothing reused
+
+
 def test_perplexity_is_exp_mean_next_token_nll(bpe, corpus_file):
     from memit.eval.perplexity import perplexity
     from memit.stats import token_windows

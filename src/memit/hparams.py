@@ -66,9 +66,11 @@ class MemitHyperParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def checkpoint_dict(self) -> dict:
-        """The settings that identify a target-vector checkpoint (see OTHER_METHODS_FIELDS)."""
-        return {k: v for k, v in asdict(self).items() if k not in OTHER_METHODS_FIELDS}
+    def target_dict(self) -> dict:
+        """The settings the target vectors depend on (with the last edited layer, which the caller
+        adds): the key of the target-vector cache, so runs that differ only in λ, the first layers,
+        the preservation term or the statistics reuse one optimisation."""
+        return {k: v for k, v in asdict(self).items() if k in TARGET_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict) -> MemitHyperParams:
@@ -89,10 +91,12 @@ class MemitHyperParams:
         return cls.from_dict({**base, **data})
 
 
-# Settings added after MEMIT's own, none of which changes the target vectors: left out of the key
-# that identifies a target-vector checkpoint, so long runs resume across versions.
-OTHER_METHODS_FIELDS = frozenset({"preservation", "single_layer", "rome_clamp_norm_factor", "ft_lr", "ft_steps", "ft_norm_bound",
-                                  "ft_weight_decay", "null_threshold", "alpha"})
+# What the target-vector optimisation reads (MEMIT_SPEC §2.1). ROME passes its own clamp in
+# ``clamp_norm_factor``; ``batch_tokens`` groups requests into chunks, which changes nothing but
+# the float summation order.
+TARGET_FIELDS = frozenset({"v_lr", "v_num_grad_steps", "v_loss_threshold", "kl_factor", "v_weight_decay",
+                           "clamp_norm_factor", "prefixes", "prefix_starts", "prefix_tokens", "seed", "batch_tokens",
+                           "padding_side"})
 
 PRESETS: dict[str, MemitHyperParams] = {
     # The paper's settings (MEMIT_SPEC §1–2).

@@ -6,6 +6,8 @@ A finished point is written at once as JSON; a rerun with the same settings skip
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from memit.eval import fluency as fluency_module
+from memit.eval import metrics as metrics_module
 from memit.eval.fluency import ngram_entropy, sample
 from memit.eval.metrics import (
     counterfact_case_scores,
@@ -26,8 +30,10 @@ from memit.eval.metrics import (
     zsre_case_scores,
     zsre_summary,
 )
+from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.methods import run
+from memit.models.loading import cache_dir
 from memit.requests import Case
 
 
@@ -71,6 +77,27 @@ def score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed
     return {"summary": summary, "cases": per}
 
 
+def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed: int = 0) -> dict:
+    """``score`` of a model that no edit has touched, cached on disk: every N, band, λ and method run
+    on the same records shares one baseline pass (at N = 1000 that pass takes half an hour here).
+    The key holds the weights, the records, the settings and the source of the scoring code, so
+    a change to any of them computes it afresh."""
+    source = b"".join(Path(m.__file__).read_bytes() for m in (metrics_module, fluency_module))
+    key = json.dumps([model_fingerprint(model), dataset, fluency, seed, hashlib.sha256(source).hexdigest(),
+                      [dataclasses.asdict(c) for c in cases]], default=str)
+    file = cache_dir() / "scores" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        pass
+    result = score(model, tokenizer, cases, dataset, fluency, seed)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, file)
+    return result
+
+
 def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperParams, out_file: Path, *,
               fluency: bool = True, seed: int = 0, progress: bool = True, extra: dict | None = None,
               method: str = "memit", known_facts: list[dict] | None = None) -> dict:
@@ -81,13 +108,14 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     """
     where = machine()  # now: the commit that runs, not the one checked out when a long run ends
     t0 = time.perf_counter()
-    pre = score(model, tokenizer, cases, dataset, fluency, seed)
+    pre = unedited_score(model, tokenizer, cases, dataset, fluency, seed)
     edited_subjects = {c.request.subject for c in cases}
     known = [f for f in known_facts or [] if f["subject"] not in edited_subjects]
     known_pre = known_fact_hits(model, tokenizer, known) if known else None
     t_eval = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ckpt = out_file.with_name(out_file.stem + ".targets.partial.safetensors")  # resumes a long run
+    ckpt = cache_dir() / "targets"  # resumes a long run; reused by runs that differ only in λ, band start …
+    ckpt.mkdir(parents=True, exist_ok=True)
     delta = run(method, model, tokenizer, [c.request for c in cases], hp, progress=progress, checkpoint=ckpt)
     t_edit = time.perf_counter() - t0
     try:
@@ -117,5 +145,4 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     tmp = out_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out_file)
-    ckpt.unlink(missing_ok=True)
     return result
