@@ -31,11 +31,16 @@ def _c0(model, bpe, hp, layers):
                           seq_len=hp.stats_seq_len, progress=False)
 
 
-def test_rome_solve_maps_the_averaged_key_to_the_target():
-    g = torch.Generator().manual_seed(0)
+def _spd_system(seed: int, n: int):
+    """A random well-posed system: C₀ (16×16, positive definite), keys K (16×n), residuals R (8×n)."""
+    g = torch.Generator().manual_seed(seed)
     a = torch.randn(16, 16, generator=g, dtype=torch.float64)
     c0 = a @ a.T / 16 + 0.1 * torch.eye(16, dtype=torch.float64)
-    k, r = torch.randn(16, 1, generator=g), torch.randn(8, 1, generator=g)
+    return g, c0, torch.randn(16, n, generator=g), torch.randn(8, n, generator=g)
+
+
+def test_rome_solve_maps_the_averaged_key_to_the_target():
+    _, c0, k, r = _spd_system(0, 1)
     upd = RomeSolve()(0, r, k, c0, 1.0)
     torch.testing.assert_close(upd @ k.double(), r.double(), rtol=1e-10, atol=1e-10)
 
@@ -148,10 +153,7 @@ def test_every_method_runs_on_every_family(bpe, corpus_file, model_type):
 def test_emmet_meets_every_edit_exactly_and_is_rome_for_one():
     from memit.methods.rome import EmmetSolve
 
-    g = torch.Generator().manual_seed(2)
-    a = torch.randn(16, 16, generator=g, dtype=torch.float64)
-    c0 = a @ a.T / 16 + 0.1 * torch.eye(16, dtype=torch.float64)
-    k, r = torch.randn(16, 4, generator=g), torch.randn(8, 4, generator=g)
+    g, c0, k, r = _spd_system(2, 4)
     upd = EmmetSolve()(0, r, k, c0, 1.0)
     torch.testing.assert_close(upd @ k.double(), r.double(), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(EmmetSolve()(0, r[:, :1], k[:, :1], c0, 1.0), RomeSolve()(0, r[:, :1], k[:, :1], c0, 1.0))
