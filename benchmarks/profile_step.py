@@ -1,7 +1,8 @@
 """Where one target-vector optimisation step goes, and how far it is from a FLOP lower bound.
 
 One step on a chunk of SmolLM2 prompts (N requests from counterfact-train): forward of the
-suffix through all blocks with the prefix cache, loss at the target positions, backward to δ.
+suffix through the blocks above the edited layer (the prefix cache and the edited block's output
+are computed once per chunk), loss at the target positions, backward to δ.
 The FLOPs are counted from the shapes (matrix products only: 2·m·n·k each; the backward needs
 input gradients alone, for the blocks above the edited layer and the LM head), and divided by the
 float32 matrix-product throughput measured on this machine.
@@ -51,13 +52,13 @@ def main() -> None:
     per_req = len(rows[0])
     flat = [e for r in rows for e in r]
     with torch.no_grad():
-        chunk = _Chunk(model, flat, per_req, tok.pad_token_id)
+        chunk = _Chunk(model, arch, layer, flat, per_req, tok.pad_token_id)
     d = model.config.hidden_size
     delta = torch.zeros(len(reqs), d, requires_grad=True)
     live = list(range(len(reqs)))
 
     def step():
-        nll, kl = chunk.forward(model, arch, arch.block_name(layer), live, lambda out, rr: out + delta[rr])
+        nll, kl = chunk.forward(model, arch, live, lambda out, rr: out + delta[rr])
         (nll.sum() + kl.logsumexp(-1).sum() * 0).backward()
 
     step()  # warm-up
@@ -82,9 +83,9 @@ def main() -> None:
     padded = rows_n * width
     loss_positions = len(chunk.tgt) + len(reqs)
     vocab = model.get_output_embeddings().weight.shape[0]
-    fwd = 2 * padded * per_block * blocks + 2 * loss_positions * vocab * d
+    fwd = 2 * padded * per_block * above + 2 * loss_positions * vocab * d  # blocks ≤ layer: cached
     bwd = 2 * padded * per_block * above + 2 * loss_positions * vocab * d
-    attn = 4 * padded * (chunk.mask.shape[1]) * d * (blocks + above)
+    attn = 4 * padded * (chunk.mask.shape[1]) * d * 2 * above
     flops = fwd + bwd + attn
     peak = matmul_gflops()
     res = {

@@ -105,6 +105,30 @@ def test_statistics_stop_after_the_last_layer(bpe, corpus_file):
     assert 0 in ran and 2 not in ran and 3 not in ran  # stopped inside block 1
 
 
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+def test_skipped_blocks_give_the_same_output_and_come_back(model_type, bpe):
+    """The target-vector steps run only the blocks above the edited one, from its recorded output."""
+    model = tiny_model(model_type, bpe)
+    arch = get_arch(model)
+    ids = torch.tensor([bpe("The Eiffel Tower is in Paris")["input_ids"]] * 3)
+    full = model.base_model(input_ids=ids)[0]
+    with hooks.record(model, [arch.block_name(1)], whole=True) as seen:
+        model.base_model(input_ids=ids)
+    blocks = list(model.get_submodule(arch.blocks))
+    ran = []
+    handles = [b.register_forward_hook(lambda *a, i=i: ran.append(i)) for i, b in enumerate(blocks)]
+    rows = torch.tensor([2, 0])
+    with hooks.skip_blocks(model, arch.blocks, 1, seen[arch.block_name(1)], rows):
+        upper = model.base_model(input_ids=ids[rows])[0]
+    assert ran == list(range(2, len(blocks)))  # blocks 0 and 1 did not run
+    torch.testing.assert_close(upper, full[rows], rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError), hooks.skip_blocks(model, arch.blocks, 1, seen[arch.block_name(1)]):
+        raise RuntimeError
+    assert list(model.get_submodule(arch.blocks)) == blocks  # the real blocks are back
+    for h in handles:
+        h.remove()
+
+
 def test_unknown_architecture_lists_supported_and_explains_override(bpe):
     model = tiny_model("llama", bpe)
     model.config.model_type = "mystery"

@@ -120,9 +120,11 @@ def test_eval_one_batch_and_sequential(setup, capsys):
                                                   "attribute": "French"}]))
     base = ["eval", "--model", str(model_dir), "--hparams", str(root / "hp.json"), "--dataset", "counterfact",
             "--data", str(root / "cf.json"), "--out", str(root / "res"), "--no-fluency", "--quiet"]
-    assert main([*base, "--n", "2", "--retention", str(root / "known.json"), "--preservation", "identity"]) == 0
+    assert main([*base, "--n", "2", "--retention", str(root / "known.json"), "--preservation", "identity",
+                 "--perplexity", str(root / "corpus.txt"), "--perplexity-tokens", "64"]) == 0
     point = json.loads((root / "res" / "counterfact_memit_n2.json").read_text())
     assert point["hparams"]["preservation"] == "identity" and point["retention"]["facts"] == 1
+    assert point["unedited"]["perplexity"] != point["edited"]["perplexity"]  # both measured, the edit changed it
     assert main([*base, "--n", "2", "--batch-size", "1", "--method", "alphaedit"]) == 0
     seq = json.loads((root / "res" / "counterfact_alphaedit_n2_seq1.json").read_text())
     assert [p["edits"] for p in seq["points"]] == [0, 1, 2]

@@ -90,6 +90,7 @@ def test_eval_point_scores_retention_without_the_edited_subjects(bpe, corpus_fil
 
     import memit
     from helpers import tiny_model
+    from memit.eval.perplexity import perplexity
     from memit.eval.run import run_point
     from memit.hparams import MemitHyperParams
     from memit.requests import Case
@@ -103,8 +104,10 @@ def test_eval_point_scores_retention_without_the_edited_subjects(bpe, corpus_fil
     hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=2, prefixes=["I said. "], stats_corpus=corpus_file,
                           stats_tokens=1024, stats_seq_len=32)
     r = run_point(model, bpe, cases, "counterfact", hp, tmp_path / "p.json", fluency=False, progress=False,
-                  known_facts=facts)
+                  known_facts=facts, ppl_corpus=corpus_file, ppl_tokens=256)
     assert r["retention"]["facts"] == 2  # the fact about the edited subject is not counted
+    assert r["unedited"]["perplexity"] == perplexity(model, bpe, corpus_file, 256)  # the model was restored
+    assert r["edited"]["perplexity"] != r["unedited"]["perplexity"]
     assert json.loads((tmp_path / "p.json").read_text())["retention"]["facts"] == 2
 
 

@@ -83,7 +83,7 @@ def test_requests_are_chunked_by_suffix_length(bpe, monkeypatch):
     model = tiny_model("llama", bpe)
     hp = MemitHyperParams(v_num_grad_steps=2, v_lr=0.05, batch_tokens=64)
     seen, real = [], targets_mod._optimise
-    monkeypatch.setattr(targets_mod, "_optimise", lambda m, a, b, chunk, reqs, *r: (seen.append(chunk.ids.shape[1]),
-                                                                                    real(m, a, b, chunk, reqs, *r))[1])
+    monkeypatch.setattr(targets_mod, "_optimise", lambda m, a, chunk, reqs, *r: (seen.append(chunk.ids.shape[1]),
+                                                                                 real(m, a, chunk, reqs, *r))[1])
     compute_targets(model, bpe, get_arch(model), REQS, 2, PREFIXES, hp, progress=False)
     assert seen == sorted(seen) and len(set(seen)) > 1  # the long "Eiffel Tower" suffix is not first

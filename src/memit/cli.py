@@ -312,7 +312,8 @@ def cmd_eval(args) -> None:
             continue
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
                       seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample},
-                      method=args.method, known_facts=known)
+                      method=args.method, known_facts=known, ppl_corpus=args.perplexity,
+                      ppl_tokens=args.perplexity_tokens)
         keys = [k for k in r["edited"] if not k.endswith("_ci95") and isinstance(r["edited"][k], float)]
         print(f"N = {n}: " + "  ".join(f"{k} {r['unedited'][k]:.1f}→{r['edited'][k]:.1f}" for k in keys)
               + f"   edit {r['edit_wall_s']:.0f} s  → {file}")
@@ -410,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fluency", action="store_true", help="skip the generation-entropy metric")
     p.add_argument("--batch-size", type=int,
                    help="edit the N records in consecutive batches of this size, scoring all edits so far after each")
-    p.add_argument("--perplexity", metavar="TEXT", help="with --batch-size: also perplexity on this text after each batch")
+    p.add_argument("--perplexity", metavar="TEXT", help="also perplexity on this text (e.g. wikitext-2 test) before and after the edit "
+                   "(with --batch-size: after each batch)")
     p.add_argument("--perplexity-tokens", type=int, default=20_000)
     p.add_argument("--retention", metavar="KNOWN_JSON",
                    help="also score unrelated known facts (known_1000.json) before and after the edit")

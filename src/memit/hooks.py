@@ -27,18 +27,19 @@ def _replace_first(x, new):
 
 @contextmanager
 def record(
-    model: torch.nn.Module, names: list[str], *, what: str = "output", stop: bool = False
+    model: torch.nn.Module, names: list[str], *, what: str = "output", stop: bool = False, whole: bool = False
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the input or output of each named module into the yielded dict.
 
     With ``stop=True`` the forward pass is cut short right after the last of ``names`` has run;
-    wrap the call in :func:`run` so that the early stop is not an error.
+    wrap the call in :func:`run` so that the early stop is not an error. ``whole=True`` keeps a
+    tuple output as it is (for :func:`skip_blocks`), not only its first element.
     """
     seen: dict[str, torch.Tensor] = {}
     with ExitStack() as stack:
         for name in names:
             def hook(module, args, output, name=name):
-                seen[name] = _first(args) if what == "input" else _first(output)
+                seen[name] = _first(args) if what == "input" else output if whole else _first(output)
                 if stop and len(seen) == len(names):
                     raise StopForward
 
@@ -59,6 +60,41 @@ def edit_output(model: torch.nn.Module, name: str, fn: Callable[[torch.Tensor], 
         yield
     finally:
         handle.remove()
+
+
+class _Known(torch.nn.Module):
+    """Stands in for a block whose output for this forward pass is already known."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def forward(self, *args, **kwargs):
+        return self.output
+
+
+@contextmanager
+def skip_blocks(model: torch.nn.Module, blocks: str, upto: int, output, rows: torch.Tensor | None = None
+                ) -> Iterator[None]:
+    """Inside the block, blocks 0..``upto`` of the ModuleList ``blocks`` do not compute: they pass
+    on ``output``, recorded earlier (``record(whole=True)``) from block ``upto`` on the same inputs.
+
+    An edit of block ``upto``'s output cannot change anything below it, so an optimisation of that
+    edit (the target vectors) need only run the blocks above; hooks on block ``upto``'s name, set
+    inside this block, act on ``output``. ``rows`` picks the batch rows of ``output`` that this pass
+    runs. The real blocks are back when it ends, even on error.
+    """
+    if rows is not None:
+        output = _replace_first(output, _first(output)[rows.to(_first(output).device)])
+    stack = model.get_submodule(blocks)
+    saved = [stack[i] for i in range(upto + 1)]
+    try:
+        for i in range(upto + 1):
+            stack[i] = _Known(output)
+        yield
+    finally:
+        for i, block in enumerate(saved):
+            stack[i] = block
 
 
 def run(model_or_fn, **inputs):

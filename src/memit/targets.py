@@ -72,11 +72,12 @@ def request_rows(tokenizer, requests: list[EditRequest], prefixes: list[str]) ->
 
 class _Chunk:
     """Prompts of some requests, aligned so the subject's last token is column ``p`` of every row,
-    with the key/value cache of columns < p."""
+    with the key/value cache of columns < p and the output of block ``layer`` at columns ≥ p. The
+    δ enters at that block's output, so each optimisation step runs only the blocks above it."""
 
-    def __init__(self, model, encs: list[Encoded], per_req: int, pad_id: int):
+    def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], per_req: int, pad_id: int):
         device = input_device(model)
-        self.per_req = per_req
+        self.per_req, self.arch, self.layer = per_req, arch, layer
         self.p = p = max(e.subject_last for e in encs)
         width = max(p - e.subject_last + len(e.ids) for e in encs)
         ids = torch.full((len(encs), width), pad_id, dtype=torch.long)
@@ -92,6 +93,12 @@ class _Chunk:
             out = model.base_model(input_ids=ids[:, :p].to(device), attention_mask=self.mask[:, :p],
                                    position_ids=pos[:, :p].to(device), use_cache=True)
             self.cache = out.past_key_values
+        block = arch.block_name(layer)
+        with hooks.record(model, [block], stop=True, whole=True) as seen:
+            hooks.run(model.base_model, input_ids=self.ids, attention_mask=self.mask, position_ids=self.pos,
+                      past_key_values=self._cache(torch.arange(len(encs), device=device)),
+                      use_cache=self.cache is not None)
+        self.known = seen[block]
         # Loss positions, in suffix columns: target predictions of rewriting rows, column 0 of KL rows.
         self.pos_r, self.pos_c, self.tgt, self.owner = [], [], [], []
         for r, e in enumerate(encs):
@@ -101,25 +108,31 @@ class _Chunk:
             for q, t in zip(e.target_positions, e.ids[e.n_prompt:]):
                 self.pos_r.append(r), self.pos_c.append(q + shift), self.tgt.append(t), self.owner.append(r // per_req)
 
-    def forward(self, model, arch: Arch, block: str, live: list[int], add) -> tuple[torch.Tensor, torch.Tensor]:
+    def _cache(self, rows: torch.Tensor):
+        """The prefix cache for ``rows``: a copy, since a forward pass appends to it."""
+        if self.cache is None:
+            return None
+        cache = copy.copy(self.cache)  # shallow: each pass appends to its own copy of the layer list
+        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        for layer in cache.layers:
+            r = rows.to(layer.keys.device)  # each layer's cache lives with its layer
+            layer.keys, layer.values = layer.keys[r], layer.values[r]
+        return cache
+
+    def forward(self, model, arch: Arch, live: list[int], add) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs at the loss positions and at the KL rows, for the requests ``live``
         (indices within the chunk), with ``add(out_at_subject, row_request)`` applied at block l_L."""
         device = self.ids.device
         rows = torch.tensor([j * self.per_req + k for j in live for k in range(self.per_req)], device=device)
         row_req = torch.arange(len(live), device=device).repeat_interleave(self.per_req)
-        cache = None
-        if self.cache is not None:
-            cache = copy.copy(self.cache)  # shallow: each step appends to its own copy of the layer list
-            cache.layers = [copy.copy(layer) for layer in self.cache.layers]
-            for layer in cache.layers:
-                r = rows.to(layer.keys.device)  # each layer's cache lives with its layer
-                layer.keys, layer.values = layer.keys[r], layer.values[r]
+        cache = self._cache(rows)
 
         def edit(out):
             at = torch.arange(len(rows), device=out.device)
             return out.index_put((at, torch.zeros_like(at)), add(out[:, 0], row_req))
 
-        with hooks.edit_output(model, block, edit):
+        with hooks.skip_blocks(model, self.arch.blocks, self.layer, self.known, rows), \
+                hooks.edit_output(model, self.arch.block_name(self.layer), edit):
             hidden = model.base_model(input_ids=self.ids[rows], attention_mask=self.mask[rows],
                                       position_ids=self.pos[rows], past_key_values=cache, use_cache=cache is not None)[0]
         where = {int(r): i for i, r in enumerate(rows.tolist())}
@@ -163,8 +176,8 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
             bar.update(hp.v_num_grad_steps)
             continue
         with torch.no_grad():
-            chunk = _Chunk(model, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
-        zc, hc = _optimise(model, arch, arch.block_name(layer), chunk, reqs, hp, loss, nll, steps, clamped, bar)
+            chunk = _Chunk(model, arch, layer, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
+        zc, hc = _optimise(model, arch, chunk, reqs, hp, loss, nll, steps, clamped, bar)
         z.append(zc), h.append(hc)
         if checkpoint:
             m = reqs[-1] + 1
@@ -197,7 +210,7 @@ def _resume(checkpoint, key, order, z, h, loss, nll, steps, clamped) -> int:
     return m
 
 
-def _optimise(model, arch, block, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped, bar):
+def _optimise(model, arch, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped, bar):
     """Adam on one δ per request of the chunk (MEMIT_SPEC §2.1); returns (z, h) for them."""
     k = len(reqs)
     device = chunk.ids.device
@@ -216,7 +229,7 @@ def _optimise(model, arch, block, chunk: _Chunk, reqs, hp, loss, nll, steps, cla
                 h[idx] = out[:: chunk.per_req].detach().float().to(device)  # bare prompt, before any δ
             return out + delta[idx][row_req.to(delta.device)].to(out.device, out.dtype)
 
-        tok_nll, kl_lp = chunk.forward(model, arch, block, live, add)
+        tok_nll, kl_lp = chunk.forward(model, arch, live, add)
         if kl_init is None:
             kl_init = kl_lp.detach()
         init = kl_init[idx]

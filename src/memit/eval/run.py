@@ -30,6 +30,7 @@ from memit.eval.metrics import (
     zsre_case_scores,
     zsre_summary,
 )
+from memit.eval.perplexity import perplexity
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.methods import run
@@ -100,11 +101,13 @@ def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: b
 
 def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperParams, out_file: Path, *,
               fluency: bool = True, seed: int = 0, progress: bool = True, extra: dict | None = None,
-              method: str = "memit", known_facts: list[dict] | None = None) -> dict:
+              method: str = "memit", known_facts: list[dict] | None = None, ppl_corpus: str | None = None,
+              ppl_tokens: int = 20_000) -> dict:
     """Score unedited, edit all ``cases`` in one batch, score again, restore; write ``out_file``.
 
     With ``known_facts`` (records of ``known_1000.json``), also how many of them the model still
-    knows after the edit; facts about an edited subject are left out.
+    knows after the edit; facts about an edited subject are left out. With ``ppl_corpus``, also
+    perplexity on that text before and after (general ability, as in the sequential runs).
     """
     where = machine()  # now: the commit that runs, not the one checked out when a long run ends
     t0 = time.perf_counter()
@@ -112,6 +115,8 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     edited_subjects = {c.request.subject for c in cases}
     known = [f for f in known_facts or [] if f["subject"] not in edited_subjects]
     known_pre = known_fact_hits(model, tokenizer, known) if known else None
+    if ppl_corpus:
+        pre["summary"] = pre["summary"] | {"perplexity": perplexity(model, tokenizer, ppl_corpus, ppl_tokens)}
     t_eval = time.perf_counter() - t0
     t0 = time.perf_counter()
     ckpt = cache_dir() / "targets"  # resumes a long run; reused by runs that differ only in λ, band start …
@@ -121,6 +126,8 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     try:
         post = score(model, tokenizer, cases, dataset, fluency, seed)
         known_post = known_fact_hits(model, tokenizer, known) if known else None
+        if ppl_corpus:
+            post["summary"]["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
     finally:
         delta.revert(model)
     reqs = delta.meta["requests"]
@@ -136,7 +143,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         "per_request": [{k: r.get(k) for k in ("nll", "steps", "clamped", "converged", "max_update_overlap")}
                         for r in reqs],
         "spectra": delta.aux.get("spectra"),  # eigenvalues of λC₀ + KKᵀ and of KKᵀ per layer
-        "machine": where, **(extra or {}),
+        "machine": where, **(extra or {}), **({"ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens} if ppl_corpus else {}),
         **({"retention": retention_summary(known_pre, known_post)} if known else {}),
         **({"strata": counterfact_strata(pre["cases"], post["cases"])} if dataset == "counterfact" else {}),
         "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
