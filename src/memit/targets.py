@@ -3,7 +3,8 @@ model emits target_new (MEMIT_SPEC §2.1).
 
 Only positions from the subject's last token on, and only through δ, change during the
 optimisation. So each chunk of prompts is aligned on that token (left padding), the part before
-it is run once and kept as a key/value cache, and every step runs just the rest. Requests are
+it is run once and kept as a key/value cache; the rest runs once through the blocks up to l_L,
+whose output is kept, and every step runs only the blocks above l_L. Requests are
 optimised together, each with its own δ, Adam state and early stop (finished ones leave the
 batch), and logits are computed only at the positions the loss reads.
 """
