@@ -93,15 +93,33 @@ def bands_section() -> list[str]:
     lines = [("Command: `memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/counterfact-edit.json "
               "--n 100 --layers L0,…,L5 --out benchmarks/results/bands/L<first>-<last>` (the preset band is the "
               "scaling run's N = 100 point). Same 100 records, same λ per d_ff; only the band differs."), "",
-             "| layers (how chosen) | ES | PS | NS | Score | GE | largest ‖ΔW‖/‖W‖ | largest cond | edit wall time |",
-             "|---" * 9 + "|"]
+             ("| layers (how chosen) | ES | PS | NS | Score | GE | target NLL reached at the last layer | "
+              "largest ‖ΔW‖/‖W‖ | largest cond | edit wall time | commit |"), "|---" * 11 + "|"]
     for r, label in zip(runs, labels):
         e, li = r["edited"], r["layers_info"]
         lines.append(f"| {label} | {_ci(e, 'ES')} | {_ci(e, 'PS')} | {_ci(e, 'NS')} | {e['Score']:.1f} | "
-                     f"{e.get('GE', float('nan')):.1f} | {max(x['delta_rel_norm'] for x in li):.3f} | "
-                     f"{max(x['cond'] for x in li):.1e} | {r['edit_wall_s']:.0f} s |")
+                     f"{e.get('GE', float('nan')):.1f} | {r['targets']['mean_nll']:.2f} | "
+                     f"{max(x['delta_rel_norm'] for x in li):.3f} | {max(x['cond'] for x in li):.1e} | "
+                     f"{r['edit_wall_s']:.0f} s | {str(r['machine']['commit'])[:7]} |")
     u = runs[0]["unedited"]
-    lines += ["", f"Unedited on the same records: ES {u['ES']:.1f}, PS {u['PS']:.1f}, NS {u['NS']:.1f}, GE {u['GE']:.1f}.",
+    unreached = [lab for r, lab in zip(runs, labels) if r["targets"]["mean_nll"] > 1]
+    lines += ["", (f"Unedited on the same records: ES {u['ES']:.1f}, PS {u['PS']:.1f}, NS {u['NS']:.1f}, GE {u['GE']:.1f}. "
+              "The preset band 3–8 is also the paper's GPT-J band; wall times of some rows were taken while other jobs "
+              "shared the two cores (the speed section has clean timings).")]
+    def base(d: dict) -> str:
+        return ", ".join(f"{k} {d[k]:.1f}" for k in ("ES", "PS", "NS", "GE"))
+
+    other = [f"{lab} (unedited {base(r['unedited'])})" for r, lab in zip(runs, labels) if r["unedited"] != u]
+    if other:
+        lines += ["", (f"Not quite the same baseline: {'; '.join(other)} was run at an earlier commit (see the table), "
+                       "whose unedited scores differ from those above; compare its GE with that caution.")]
+    if unreached:
+        lines += ["", (f"Band {', '.join(unreached)}: the target vectors were not reached (mean target NLL > 1 after "
+                       "the optimisation). A δ added at the last block's output at the subject's last token has no "
+                       "later attention layer to carry it to the position that predicts the object, so it cannot "
+                       "change the prediction and MEMIT has nothing to write: a band must end well before the last "
+                       "block.")]
+    lines += [
               "", f"![layer bands](../{png.relative_to(ROOT)})", "",
               f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {_machine(runs[0]['machine'])}.", ""]
     return lines
