@@ -44,6 +44,20 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict)
         raise
 
 
+def write_json(path: str | Path, data) -> None:
+    """Write JSON atomically (temporary file beside it, then renamed), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        Path(tmp).write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of a file written by :func:`save_tensors`; damage raises."""
     path = Path(path)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from memit.delta import Delta, load_delta
-from memit.files import load_tensors, save_tensors
+from memit.files import load_tensors, save_tensors, write_json
 from memit.fingerprint import model_fingerprint
 
 
@@ -47,10 +47,7 @@ class Journal:
         return self.data["steps"]
 
     def _write(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.file)
+        write_json(self.file, self.data)
 
     def _check_k(self, k: int | None) -> int:
         k = len(self.steps) if k is None else k

@@ -31,6 +31,7 @@ from memit.eval.metrics import (
     zsre_summary,
 )
 from memit.eval.perplexity import perplexity
+from memit.files import write_json
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.methods import run
@@ -92,10 +93,7 @@ def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: b
     except (OSError, ValueError):
         pass
     result = score(model, tokenizer, cases, dataset, fluency, seed)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, file)
+    write_json(file, result)
     return result
 
 
@@ -148,8 +146,5 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         **({"strata": counterfact_strata(pre["cases"], post["cases"])} if dataset == "counterfact" else {}),
         "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
     }
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out_file)
+    write_json(out_file, result)
     return result

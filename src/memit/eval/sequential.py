@@ -9,11 +9,11 @@ batches exactly and goes on; the result file is rewritten after every batch.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from memit.eval.perplexity import perplexity
+from memit.files import write_json
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.journal import Journal
@@ -25,12 +25,6 @@ def _scores(model, tokenizer, cases: list[Case], dataset: str) -> dict:
     from memit.eval.run import score
 
     return score(model, tokenizer, cases, dataset, fluency=False)["summary"]
-
-
-def _write(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str, hp: MemitHyperParams,
@@ -50,8 +44,8 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
                   "case_ids": [c.request.case_id for c in cases], "hparams": hp.to_dict(), "machine": machine(),
                   "ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens, **(extra or {}), "points": []}
     if not result["points"]:  # the unedited model, on every record of the run
-        result["points"].append({**_point(model, tokenizer, cases, dataset, ppl_corpus, ppl_tokens), "edits": 0})
-        _write(out_file, result)
+        result["points"].append(_point(model, tokenizer, cases, 0, dataset, ppl_corpus, ppl_tokens))
+        write_json(out_file, result)
     applied = journal.replay(model)
     try:
         _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
@@ -62,8 +56,10 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     return result
 
 
-def _point(model, tokenizer, cases: list[Case], dataset: str, ppl_corpus: str | None, ppl_tokens: int) -> dict:
-    point = {"edits": len(cases), **_scores(model, tokenizer, cases, dataset)}
+def _point(model, tokenizer, cases: list[Case], edits: int, dataset: str, ppl_corpus: str | None,
+           ppl_tokens: int) -> dict:
+    """Scores on ``cases`` (and perplexity) of the model as it is after ``edits`` edits."""
+    point = {"edits": edits, **_scores(model, tokenizer, cases, dataset)}
     if ppl_corpus:
         point["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
     return point
@@ -84,10 +80,11 @@ def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file,
             journal.append(base, delta)
             edit_s = time.perf_counter() - t
         if len(result["points"]) <= b + 1:
-            point = _point(model, tokenizer, cases[: (b + 1) * batch_size], dataset, ppl_corpus, ppl_tokens)
+            so_far = cases[: (b + 1) * batch_size]
+            point = _point(model, tokenizer, so_far, len(so_far), dataset, ppl_corpus, ppl_tokens)
             point["edit_s"] = edit_s
             result["points"].append(point)
-            _write(out_file, result)
+            write_json(out_file, result)
             if progress:
                 keys = [k for k, v in point.items() if isinstance(v, float) and k != "edit_s"]
                 print(f"{method}: {point['edits']} edits: " + "  ".join(f"{k} {point[k]:.1f}" for k in keys))
