@@ -125,6 +125,13 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     point = json.loads((root / "res" / "counterfact_memit_n2.json").read_text())
     assert point["hparams"]["preservation"] == "identity" and point["retention"]["facts"] == 1
     assert point["unedited"]["perplexity"] != point["edited"]["perplexity"]  # both measured, the edit changed it
+    ref = root / "res" / "counterfact_memit_n2.json"
+    assert main([*base, "--n", "2", "--match-norm", str(ref), "--out", str(root / "ridge")]) == 0
+    ridge = json.loads((root / "ridge" / "counterfact_memit_n2.json").read_text())
+    assert ridge["hparams"]["match_rel_norms"] == [x["delta_rel_norm"] for x in point["layers_info"]]
+    assert all("lambda" in x for x in ridge["layers_info"])
+    assert main([*base, "--n", "2", "--match-norm", str(root / "cf.json"), "--out", str(root / "bad")]) == 2
+    assert "--match-norm" in capsys.readouterr().err
     assert main([*base, "--n", "2", "--batch-size", "1", "--method", "alphaedit"]) == 0
     seq = json.loads((root / "res" / "counterfact_alphaedit_n2_seq1.json").read_text())
     assert [p["edits"] for p in seq["points"]] == [0, 1, 2]

@@ -100,3 +100,46 @@ def test_update_overlap_and_spectrum_by_hand():
     spec = spectrum(keys[:, :2], c0, 1.0)  # two keys in three dimensions: KKᵀ is singular
     assert spec["rank_kk"] == 2 and spec["cond_kk"] == float("inf")
     assert spec["cond"] == pytest.approx(float(spec["eig"][-1] / spec["eig"][0]))
+
+
+def test_ridge_matched_norm_is_plain_ridge_at_the_lambda_that_gives_the_norm():
+    from memit.methods.ridge import RidgeMatchNorm
+
+    rng = np.random.default_rng(2)
+    keys, resid = rng.normal(size=(12, 5)), rng.normal(size=(7, 5))
+    full = resid @ np.linalg.pinv(keys)  # the largest ridge change (λ → 0)
+    want = 0.3 * np.linalg.norm(full)
+    solve = RidgeMatchNorm({4: want})
+    got = solve(4, torch.tensor(resid), torch.tensor(keys), torch.eye(12, dtype=torch.float64), 99.0).numpy()
+    lam = solve.lams[4]
+    assert np.linalg.norm(got) == pytest.approx(want, rel=1e-9)
+    expected = resid @ keys.T @ np.linalg.inv(lam * np.eye(12) + keys @ keys.T)  # independent numpy ridge
+    np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
+    assert solve.condition(4, torch.tensor(keys), None, 0.0) == pytest.approx(
+        np.linalg.cond(lam * np.eye(12) + keys @ keys.T), rel=1e-6)
+    # a budget above the minimum-norm change cannot be spent: λ = 0, the edits met exactly
+    big = RidgeMatchNorm({4: 10 * np.linalg.norm(full)})
+    np.testing.assert_allclose(big(4, torch.tensor(resid), torch.tensor(keys), None, 1.0).numpy(), full, atol=1e-9)
+    assert big.lams[4] == 0.0
+
+
+def test_identity_edit_matches_the_norm_of_a_reference_edit(bpe, corpus_file):
+    import memit
+    from helpers import tiny_model
+    from memit.hparams import MemitHyperParams
+    from memit.methods.memit import edit
+
+    reqs = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome"),
+            memit.EditRequest("{} speaks", "Danielle", "French")]
+    model = tiny_model("llama", bpe)
+    hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=3, v_lr=0.2, prefixes=["I said. "],
+                          stats_corpus=corpus_file, stats_tokens=1024, stats_seq_len=32)
+    ref = edit(model, bpe, reqs, hp, apply=False, progress=False)
+    # half the reference's change: a C₀-weighted edit can be larger than ridge's largest (λ → 0)
+    rel = [0.5 * x["delta_rel_norm"] for x in ref.meta["layers_info"]]
+    hp.preservation, hp.match_rel_norms = "identity", rel
+    got = edit(model, bpe, reqs, hp, apply=False, progress=False, targets=ref.aux["targets"])
+    info = got.meta["layers_info"]
+    assert [x["delta_rel_norm"] for x in info] == pytest.approx(rel, rel=1e-4)
+    assert all(x["lambda"] > 0 for x in info)
+    assert not torch.allclose(next(iter(got.weights.values())), next(iter(ref.weights.values())))  # another direction

@@ -66,6 +66,8 @@ def _hparam_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed for generated context prefixes")
     p.add_argument("--preservation", choices=["cov", "identity", "none"],
                    help="ablation of the preservation term: cov (MEMIT's λC₀, default), identity (λI), none (λ = 0)")
+    p.add_argument("--match-norm", metavar="RESULT_JSON",
+                   help="preservation λI with λ per layer chosen so ‖ΔW‖ of each layer equals that of this earlier result")
 
 
 def _parse_layers(text: str) -> list[int]:
@@ -100,7 +102,21 @@ def _hparams(args, model):
         hp.seed = args.seed
     if args.preservation:
         hp.preservation = args.preservation
+    if args.match_norm:
+        hp.preservation, hp.match_rel_norms = "identity", _reference_norms(args.match_norm, hp.layers)
     return hp
+
+
+def _reference_norms(path: str, layers: list[int]) -> list[float]:
+    """‖ΔW_l‖/‖W_l‖ of the edited layers in a result file (``memit eval`` point or ``--json`` report)."""
+    try:
+        info = json.loads(Path(path).read_text())["layers_info"]
+        rel = {int(x["layer"]): float(x["delta_rel_norm"]) for x in info}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CliError(f"--match-norm {path}: not a result file with per-layer norms ({e})") from None
+    if sorted(rel) != list(layers):
+        raise CliError(f"--match-norm {path} edited layers {sorted(rel)}, this edit {layers}")
+    return [rel[layer] for layer in layers]
 
 
 def _fresh_out(path: str, force: bool, model_spec: str) -> Path:

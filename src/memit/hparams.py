@@ -41,6 +41,9 @@ class MemitHyperParams:
     # The preservation term, for ablations: "cov" is MEMIT's λC₀; "identity" replaces C₀ by I
     # (plain ridge regression on the edits); "none" sets λ = 0 (the minimum-norm ΔW with ΔK = R).
     preservation: str = "cov"
+    # With preservation "identity": ‖ΔW_l‖/‖W_l‖ per edited layer, from a reference edit; λ is
+    # then chosen per layer to give exactly that change (methods/ridge.py), not taken from ``lam``.
+    match_rel_norms: list[float] | None = None
     # The other methods (``memit edit --method``); MEMIT itself ignores these.
     # ROME and FT-L change one layer: this one, or else the middle of ``layers`` (5 of 3–8, as the
     # paper's ROME on GPT-J).

@@ -23,6 +23,7 @@ from memit.delta import Delta
 from memit.diagnostics import max_key_overlap, spectrum, update_overlap
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams, default_hparams
+from memit.methods.ridge import RidgeMatchNorm
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
 from memit.stats import second_moments
@@ -138,6 +139,12 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     lam = hp.lambda_for(d_ff) if hp.preservation != "none" else 0.0
     if hp.preservation not in ("cov", "identity", "none"):
         raise EditError(f"preservation must be cov, identity or none, not {hp.preservation!r}")
+    if hp.match_rel_norms is not None:
+        if hp.preservation != "identity" or len(hp.match_rel_norms) != len(hp.layers):
+            raise EditError("match_rel_norms needs preservation 'identity' and one value per edited layer")
+        norms = {layer: rel * float(as_math(weights.read(model, arch.mlp_out_name(layer) + ".weight"), arch).float().norm())
+                 for layer, rel in zip(hp.layers, hp.match_rel_norms)}
+        solver = solver or RidgeMatchNorm(norms)
     timings: dict[str, float] = {}
     fingerprint = fingerprint or model_fingerprint(model)
 
@@ -219,6 +226,8 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
                     extra["update_overlap"] = overlap
             else:
                 cond = None
+            if hasattr(solver, "layer_info"):
+                extra |= solver.layer_info(layer)
             if cond is not None and cond > COND_WARN:
                 warnings.warn(f"layer {layer}: the system λC₀ + KKᵀ is poorly conditioned (cond {cond:.2e}); "
                               "consider a larger λ or more statistics tokens", stacklevel=2)
