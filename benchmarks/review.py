@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from memit.eval.plots import spectrum_plot, sweep_plot
+
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results" / "review"
 CF = "../shared/data/counterfact/easyedit/counterfact-edit.json"
@@ -29,6 +31,7 @@ RUNS: dict[str, tuple[str, str]] = {
                  "preservation/none/counterfact_memit_n100.json"),
     **{f"lambda{lam}-100": (f"--n 100 {PPL} --lambda {lam} --out {{res}}/lambda/{lam}",
                             f"lambda/{lam}/counterfact_memit_n100.json") for lam in (100, 1000, 15000, 100000)},
+    "cov-500": ("--n 500 --no-fluency --out {res}/stability", "stability/counterfact_memit_n500.json"),
 }
 
 
@@ -65,6 +68,47 @@ def _norm(r: dict) -> str:
     return " / ".join(f"{x['delta_rel_norm']:.3f}" for x in r["layers_info"])
 
 
+def _cond_nonzero(eig: list[float], rank: int) -> float:
+    """cond of KKᵀ on its range: largest over smallest of its ``rank`` nonzero eigenvalues (KKᵀ is
+    d_ff × d_ff of rank ≤ N, so its plain condition number is infinite whenever N < d_ff)."""
+    ev = sorted(eig, reverse=True)[:rank]
+    return ev[0] / ev[-1]
+
+
+def _case_es(case: dict) -> float:
+    return sum(x["new"] < x["true"] for x in case["rewrite"]) / len(case["rewrite"])
+
+
+def stability_section() -> list[str]:
+    """Point 1: conditioning of the solve, spectra, overlap of update directions, and whether overlap predicts failure."""
+    runs = [(name, r) for name in ("cov-100", "cov-500") if (r := _load(name)) and r.get("spectra")]
+    if not runs:
+        return ["*Not run yet.*", ""]
+    lines = [("| N | layer | cond(λC₀ + KKᵀ) | cond(KKᵀ) on its range (rank) | update-direction overlap: mean / p95 / max "
+              "| ‖ΔW‖/‖W‖ |"), "|---" * 6 + "|"]
+    for _, r in runs:
+        for x in r["layers_info"]:
+            s, o = r["spectra"][str(x["layer"])], x["update_overlap"]
+            lines.append(f"| {r['n']} | {x['layer']} | {x['cond']:.2e} | {_cond_nonzero(s['eig_kk'], x['rank_kk']):.2e} "
+                         f"({x['rank_kk']}) | {o['mean']:.3f} / {o['p95']:.3f} / {o['max']:.3f} | {x['delta_rel_norm']:.3f} |")
+    lines += ["", ("Overlap of a fact's update direction with the others (its largest |cosine| with any other "
+                   "column of (λC₀ + KKᵀ)⁻¹K, the largest over layers), against whether its edit worked:"), "",
+              "| N | facts in the top overlap decile: n, overlap ≥, ES | the rest: n, ES |", "|---|---|---|"]
+    for _, r in runs:
+        ov = [q["max_update_overlap"] for q in r["per_request"]]
+        es = [_case_es(c) for c in r["per_case"]["edited"]]
+        order = sorted(range(len(ov)), key=lambda i: -ov[i])
+        k = max(1, len(ov) // 10)
+        top, rest = order[:k], order[k:]
+        lines.append(f"| {r['n']} | {k}, {ov[top[-1]]:.3f}, {100 * sum(es[i] for i in top) / k:.1f} | "
+                     f"{len(rest)}, {100 * sum(es[i] for i in rest) / len(rest):.1f} |")
+    png = spectrum_plot([r for _, r in runs], [f"N = {r['n']}" for _, r in runs], RES / "spectra.png")
+    lines += ["", f"![spectra](../{png.relative_to(ROOT)})", "",
+              "Commands: " + "; ".join(f"`{command(name)}`" for name, _ in runs) + ".",
+              f"Files: {', '.join('`' + r['_file'] + '`' for _, r in runs)}. Machine: {_machine(runs[0][1]['machine'])}.", ""]
+    return lines
+
+
 def preservation_section() -> list[str]:
     """Point 3: λC₀ against λI (same ‖ΔW‖ per layer), λ = 0, and a λ sweep, at N = 100."""
     rows = [(label, _load(name)) for label, name in (
@@ -78,7 +122,7 @@ def preservation_section() -> list[str]:
     lines = [("| preservation | ES | PS | NS | Score | GE | wikitext-2 test perplexity | ‖ΔW‖/‖W‖ per layer (3 … 8) | "
              "largest cond | command |"), "|---" * 10 + "|",
              (f"| unedited | {_ci(u, 'ES')} | {_ci(u, 'PS')} | {_ci(u, 'NS')} | {u['Score']:.1f} | {u['GE']:.1f} | "
-             f"{u['perplexity']:.2f} | | | |")]
+             f"{u.get('perplexity', float('nan')):.2f} | | | |")]
     names = {RUNS[n][1]: n for n in RUNS}
     for label, r in rows:
         e = r["edited"]
@@ -88,6 +132,12 @@ def preservation_section() -> list[str]:
         lines.append(f"| {label} | {_ci(e, 'ES')} | {_ci(e, 'PS')} | {_ci(e, 'NS')} | {e['Score']:.1f} | "
                      f"{e.get('GE', float('nan')):.1f} | {e.get('perplexity', float('nan')):.2f} | {_norm(r)} | "
                      f"{cond} | `{command(name)}` |")
+    sweep = [(r["lambda"], r) for name in ("none-100", "cov-100", *(n for n in RUNS if n.startswith("lambda")))
+             if (r := _load(name))]
+    if len(sweep) > 2:
+        png = sweep_plot([r for _, r in sweep], [lam for lam, _ in sweep], "λ (C₀ per token; 1,536 = preset)",
+                         RES / "lambda_sweep.png")
+        lines += ["", f"![λ sweep](../{png.relative_to(ROOT)})"]
     ident = _load("identity-100")
     if ident:
         lams = ", ".join(f"{x['lambda']:.3g}" for x in ident["layers_info"])
@@ -120,7 +170,8 @@ def report() -> None:
             "(`python benchmarks/review.py run` runs them all, skipping finished points). Model: SmolLM2-135M-Instruct, "
             "preset `smollm2-135m` (layers 3–8, λ = 1 per d_ff = 1,536), first 100 records of counterfact-edit "
             "unless stated. Rates in %, bootstrap 95 % interval over facts in brackets."), "",
-           "## 3. Ablation of the preservation term", ""] + preservation_section()
+           "## 1. Stability of the solve at scale", ""] + stability_section()
+    out += ["## 3. Ablation of the preservation term", ""] + preservation_section()
     out += ["## 5. Retention of unrelated known facts", ""] + retention_section()
     (ROOT / "docs" / "review.md").write_text("\n".join(out) + "\n")
     print("wrote docs/review.md")

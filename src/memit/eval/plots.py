@@ -114,3 +114,65 @@ def compare_plot(points: list[dict], labels: list[str], dataset: str, out: str |
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return Path(out)
+
+
+def spectrum_plot(points: list[dict], labels: list[str], out: str | Path) -> Path:
+    """Eigenvalues of λC₀ + KKᵀ (left) and of KKᵀ alone (right), largest first, one line per edited
+    layer and run: how far the preservation term lifts the directions the new keys leave empty."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for p, label, style in zip(points, labels, ["-", "--", ":", "-."]):
+        for i, (layer, s) in enumerate(sorted(p["spectra"].items(), key=lambda kv: int(kv[0]))):
+            for ax, key in zip(axes, ["eig", "eig_kk"]):
+                ev = sorted(s[key], reverse=True)
+                ev = [e for e in ev if e > ev[0] * 1e-12]  # KKᵀ: only its range (rank ≤ N), the rest is rounding
+                ax.plot(range(1, len(ev) + 1), ev, style, color=f"C{i}", lw=1,
+                        label=f"{label}, layer {layer}" if key == "eig" else None)
+    for ax, title in zip(axes, ["λC₀ + KKᵀ", "KKᵀ (new keys only), nonzero eigenvalues"]):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("eigenvalue rank")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("eigenvalue")
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
+def sweep_plot(points: list[dict], xs: list[float], xlabel: str, out: str | Path) -> Path:
+    """ES/PS/NS (with 95 % intervals) and perplexity against one setting, e.g. λ; unedited dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    xs, points = [xs[i] for i in order], [points[i] for i in order]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for metric, color in zip(METRICS["counterfact"], ["C0", "C1", "C2"]):
+        vals = [p["edited"][metric] for p in points]
+        ci = [p["edited"].get(metric + "_ci95", [v, v]) for p, v in zip(points, vals)]
+        ax.plot(xs, vals, "o-", color=color, label=metric)
+        ax.fill_between(xs, [c[0] for c in ci], [c[1] for c in ci], color=color, alpha=0.15)
+        ax.axhline(points[0]["unedited"][metric], color=color, ls="--", alpha=0.6)
+    ax2.plot(xs, [p["edited"].get("perplexity") for p in points], "o-", color="C3", label="edited")
+    ax2.axhline(points[0]["unedited"].get("perplexity", float("nan")), color="k", ls="--", label="unedited")
+    for a in (ax, ax2):
+        a.set_xscale("symlog", linthresh=min(x for x in xs if x > 0) if any(x > 0 for x in xs) else 1)
+        a.set_xlabel(xlabel)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 105)
+    ax2.set_ylabel("perplexity (wikitext-2 test)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
