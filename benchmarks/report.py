@@ -21,12 +21,12 @@ def _load(pattern: str) -> list[dict]:
     return [json.loads(p.read_text()) | {"_file": str(p.relative_to(ROOT))} for p in sorted(RES.glob(pattern))]
 
 
-def _ci(d: dict, k: str) -> str:
+def fmt_ci(d: dict, k: str) -> str:
     ci = d.get(k + "_ci95")
     return f"{d[k]:.1f} [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else f"{d[k]:.1f}"
 
 
-def _machine(m: dict) -> str:
+def fmt_machine(m: dict) -> str:
     return f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')}), commit {str(m.get('commit'))[:10]}"
 
 
@@ -41,7 +41,7 @@ def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
     lines = [f"Command: `{command}`", "", "| N | " + " | ".join(f"{k} unedited → MEMIT" for k in keys)
              + " | edit wall time | targets converged / clamped |", "|---" * (len(keys) + 3) + "|"]
     for r in runs:
-        cells = [f"{_ci(r['unedited'], k)} → **{_ci(r['edited'], k)}**" for k in keys]
+        cells = [f"{fmt_ci(r['unedited'], k)} → **{fmt_ci(r['edited'], k)}**" for k in keys]
         t = r["targets"]
         lines.append(f"| {r['n']} | " + " | ".join(cells) + f" | {r['edit_wall_s']:.0f} s | "
                      f"{t['converged']} / {t['clamped']} of {r['n']} |")
@@ -64,7 +64,7 @@ def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
                 return f"{g['n']}, {g['ES']:.1f}, {g['PS']:.1f}" if g["n"] else "0"
             lines.append(f"| {r['n']} | {r['strata']['failed_edits']} | {cell(h)} | {cell(ez)} |")
     lines += ["", f"![{dataset} scaling]({Path('..') / 'benchmarks/results' / folder / f'{dataset}_memit_scaling.png'})",
-              "", f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {_machine(runs[-1]['machine'])}.",
+              "", f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[-1]['machine'])}.",
               ""]
     return lines
 
@@ -97,7 +97,7 @@ def bands_section() -> list[str]:
               "largest ‖ΔW‖/‖W‖ | largest cond | edit wall time | commit |"), "|---" * 11 + "|"]
     for r, label in zip(runs, labels):
         e, li = r["edited"], r["layers_info"]
-        lines.append(f"| {label} | {_ci(e, 'ES')} | {_ci(e, 'PS')} | {_ci(e, 'NS')} | {e['Score']:.1f} | "
+        lines.append(f"| {label} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
                      f"{e.get('GE', float('nan')):.1f} | {r['targets']['mean_nll']:.2f} | "
                      f"{max(x['delta_rel_norm'] for x in li):.3f} | {max(x['cond'] for x in li):.1e} | "
                      f"{r['edit_wall_s']:.0f} s | {str(r['machine']['commit'])[:7]} |")
@@ -121,7 +121,7 @@ def bands_section() -> list[str]:
                        "block.")]
     lines += [
               "", f"![layer bands](../{png.relative_to(ROOT)})", "",
-              f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {_machine(runs[0]['machine'])}.", ""]
+              f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.", ""]
     return lines
 
 
@@ -190,7 +190,7 @@ def main() -> None:
                 f"traced; noise σ = {t['noise_sigma']:.3f}. Suggested band (width 6, largest MLP effect at the "
                 f"last subject token): **{t['suggested_band']}**."), "",
                 "![causal trace](../benchmarks/results/trace/trace.png)", "",
-                f"File: `{t['_file']}`. Machine: {_machine(t['machine'])}.", ""]
+                f"File: `{t['_file']}`. Machine: {fmt_machine(t['machine'])}.", ""]
     out += ["## Layer-band ablation (N = 100)", ""] + bands_section()
     tune = _load("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
@@ -230,7 +230,7 @@ def main() -> None:
             f = next(r for r in g["rows"] if r["n"] == n and r["path"] == "fast")
             ref = next(r for r in g["rows"] if r["n"] == n and r["path"] == "reference")
             out.append(f"| {n} | {f['seconds']:.1f} s | {ref['seconds']:.1f} s | ×{ref['seconds'] / f['seconds']:.1f} |")
-        out += ["", f"File: `{g['_file']}`. Machine: {_machine(g['machine'])}.", ""]
+        out += ["", f"File: `{g['_file']}`. Machine: {fmt_machine(g['machine'])}.", ""]
     if check:
         c = check[0]
         fp32 = [r for r in c["rows"] if r["dtype"] == "torch.float32"]

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from report import fmt_ci, fmt_machine
+
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
 
@@ -58,15 +60,6 @@ def _load(name: str) -> dict | None:
     return json.loads(f.read_text()) | {"_file": str(f.relative_to(ROOT))} if f.exists() else None
 
 
-def _ci(d: dict, k: str) -> str:
-    ci = d.get(k + "_ci95")
-    return f"{d[k]:.1f} [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else f"{d[k]:.1f}"
-
-
-def _machine(m: dict) -> str:
-    return f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')}), commit {str(m.get('commit'))[:10]}"
-
-
 def _norm(r: dict) -> str:
     return " / ".join(f"{x['delta_rel_norm']:.3f}" for x in r["layers_info"])
 
@@ -108,7 +101,7 @@ def stability_section() -> list[str]:
     png = spectrum_plot([r for _, r in runs], [f"N = {r['n']}" for _, r in runs], RES / "spectra.png")
     lines += ["", f"![spectra](../{png.relative_to(ROOT)})", "",
               "Commands: " + "; ".join(f"`{command(name)}`" for name, _ in runs) + ".",
-              f"Files: {', '.join('`' + r['_file'] + '`' for _, r in runs)}. Machine: {_machine(runs[0][1]['machine'])}.", ""]
+              f"Files: {', '.join('`' + r['_file'] + '`' for _, r in runs)}. Machine: {fmt_machine(runs[0][1]['machine'])}.", ""]
     return lines
 
 
@@ -124,7 +117,7 @@ def preservation_section() -> list[str]:
     u = rows[0][1]["unedited"]
     lines = [("| preservation | ES | PS | NS | Score | GE | wikitext-2 test perplexity | ‖ΔW‖/‖W‖ per layer (3 … 8) | "
              "largest cond | command |"), "|---" * 10 + "|",
-             (f"| unedited | {_ci(u, 'ES')} | {_ci(u, 'PS')} | {_ci(u, 'NS')} | {u['Score']:.1f} | {u['GE']:.1f} | "
+             (f"| unedited | {fmt_ci(u, 'ES')} | {fmt_ci(u, 'PS')} | {fmt_ci(u, 'NS')} | {u['Score']:.1f} | {u['GE']:.1f} | "
              f"{u.get('perplexity', float('nan')):.2f} | | | |")]
     names = {RUNS[n][1]: n for n in RUNS}
     for label, r in rows:
@@ -132,7 +125,7 @@ def preservation_section() -> list[str]:
         conds = [x["cond"] for x in r["layers_info"] if x.get("cond") is not None]
         name = names[str(Path(r["_file"]).relative_to(RES.relative_to(ROOT)))]
         cond = f"{max(conds):.1e}" if conds else "–"
-        lines.append(f"| {label} | {_ci(e, 'ES')} | {_ci(e, 'PS')} | {_ci(e, 'NS')} | {e['Score']:.1f} | "
+        lines.append(f"| {label} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
                      f"{e.get('GE', float('nan')):.1f} | {e.get('perplexity', float('nan')):.2f} | {_norm(r)} | "
                      f"{cond} | `{command(name)}` |")
     sweep = [(r["lambda"], r) for name in ("none-100", "cov-100", *(n for n in RUNS if n.startswith("lambda")))
@@ -145,7 +138,7 @@ def preservation_section() -> list[str]:
     if ident:
         lams = ", ".join(f"{x['lambda']:.3g}" for x in ident["layers_info"])
         lines += ["", f"λ per layer found for C₀ → I: {lams} (0 would mean ridge could not spend the budget)."]
-    lines += ["", f"Files: {', '.join('`' + r['_file'] + '`' for _, r in rows)}. Machine: {_machine(rows[0][1]['machine'])}.",
+    lines += ["", f"Files: {', '.join('`' + r['_file'] + '`' for _, r in rows)}. Machine: {fmt_machine(rows[0][1]['machine'])}.",
               ""]
     return lines
 
@@ -171,7 +164,7 @@ def apriori_section() -> list[str]:
     for r in sorted(bands + [preset], key=lambda r: r["hparams"]["layers"][0]):
         how = "a priori (train split)" if r is preset else ("oracle (best on the edit split)" if r is oracle else "")
         e = r["edited"]
-        lines.append(f"| {band(r)} | {how} | {_ci(e, 'ES')} | {_ci(e, 'PS')} | {_ci(e, 'NS')} | {e['Score']:.1f} | "
+        lines.append(f"| {band(r)} | {how} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
                      f"{e.get('GE', float('nan')):.1f} |")
     gap = oracle["edited"]["Score"] - preset["edited"]["Score"]
     lines += ["", (f"Gap at N = 100: the oracle band {band(oracle)} scores {gap:.1f} Score points above the a-priori "
@@ -197,7 +190,7 @@ def random_section() -> list[str]:
         def cell(g: dict) -> str:
             return f"{g['n']}, {g['ES']:.1f}, {g['PS']:.1f}" if g["n"] else "0"
         name = next(n for n in RUNS if RUNS[n][1] == str(Path(r["_file"]).relative_to(RES.relative_to(ROOT))))
-        lines.append(f"| {label} | {_ci(e, 'ES')} | {_ci(e, 'PS')} | {_ci(e, 'NS')} | {e['Score']:.1f} | "
+        lines.append(f"| {label} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
                      f"{st['failed_edits']} | {cell(st['hard'])} | {cell(st['easy'])} | `{command(name)}` |")
     return lines + ["", f"Files: {', '.join('`' + r['_file'] + '`' for _, r in rows)}.", ""]
 
@@ -212,7 +205,7 @@ def retention_section() -> list[str]:
     for r in rows:
         t = r["retention"]
         lines.append(f"| MEMIT, one batch of {r['n']} | {t['facts']} | {t['accuracy_unedited']:.1f} → "
-                     f"{t['accuracy_edited']:.1f} | {_ci(t, 'kept')} of {t['known_unedited']} | `{command('cov-100')}` |")
+                     f"{t['accuracy_edited']:.1f} | {fmt_ci(t, 'kept')} of {t['known_unedited']} | `{command('cov-100')}` |")
     return lines + ["", f"File: `{rows[0]['_file']}`.", ""]
 
 
