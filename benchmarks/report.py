@@ -125,6 +125,34 @@ def bands_section() -> list[str]:
     return lines
 
 
+def methods_section() -> list[str]:
+    """The paper's comparison: MEMIT against ROME (request after request) and FT-L, one batch of N."""
+    runs = _load("methods/counterfact_*_n*.json")
+    if not runs:
+        return ["*Not run yet.*", ""]
+    order = {"memit": 0, "rome": 1, "ft": 2, "ft-w": 3}
+    runs.sort(key=lambda r: (r["n"], order.get(r["method"], 9)))
+    lines = [("Command: `memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/counterfact-edit.json "
+              "--n N --method M --out benchmarks/results/methods`, M ∈ memit, rome, ft. ROME edits layer 5 (the middle of "
+              "the preset's 3–8) one request after another; FT-L fine-tunes layer 5's MLP output within ±5·10⁻⁴ per entry."),
+             "", "| N | method | ES | PS | NS | Score | GE | edit wall time | commit |", "|---" * 9 + "|"]
+    for r in runs:
+        e = r["edited"]
+        lines.append(f"| {r['n']} | {r['method']} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | "
+                     f"{e['Score']:.1f} | {e.get('GE', float('nan')):.1f} | {r['edit_wall_s']:.0f} s | "
+                     f"{str(r['machine']['commit'])[:7]} |")
+    u = runs[0]["unedited"]
+    lines += ["", f"Unedited on the same records: ES {u['ES']:.1f}, PS {u['PS']:.1f}, NS {u['NS']:.1f}, GE {u.get('GE', 0):.1f}."]
+    for n in sorted({r["n"] for r in runs}):
+        group = [r for r in runs if r["n"] == n]
+        if len(group) > 1:
+            png = compare_plot(group, [r["method"] for r in group], "counterfact", RES / "methods" / f"methods_n{n}.png",
+                               f"N = {n} on counterfact-edit: MEMIT, ROME (sequential), FT-L")
+            lines += ["", f"![methods at N = {n}](../{png.relative_to(ROOT)})"]
+    return lines + ["", f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.",
+                    ""]
+
+
 def speed_section() -> list[str]:
     """Phase times of the fast path against the in-project reference loop, and the issue's targets."""
     speed = sorted(_load("speed/speed_n*.json"), key=lambda r: r["n"])
@@ -192,6 +220,7 @@ def main() -> None:
                 "![causal trace](../benchmarks/results/trace/trace.png)", "",
                 f"File: `{t['_file']}`. Machine: {fmt_machine(t['machine'])}.", ""]
     out += ["## Layer-band ablation (N = 100)", ""] + bands_section()
+    out += ["## MEMIT against ROME and FT-L (one batch)", ""] + methods_section()
     tune = _load("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
     if tune:
