@@ -46,14 +46,14 @@ def test_early_stop_and_clamp_per_request(bpe):
     assert fast.clamped == [s > 1 for s in fast.steps]  # δ of the ones that ran hit the tight clamp
 
 
-def test_interrupted_run_resumes_from_checkpoint(bpe, tmp_path, monkeypatch):
+def test_stored_requests_resume_and_are_shared(bpe, tmp_path, monkeypatch):
     import memit.targets as targets_mod
 
     model = tiny_model("llama", bpe)
-    hp = MemitHyperParams(v_num_grad_steps=4, v_lr=0.05, batch_tokens=64)
+    hp = MemitHyperParams(v_num_grad_steps=4, v_lr=0.05, batch_tokens=64)  # one request per chunk
     args = (model, bpe, get_arch(model), REQS, 2, PREFIXES, hp)
+    keys = ["a" * 40, "b" * 40, "c" * 40]
     whole = compute_targets(*args, progress=False)
-    ckpt = tmp_path / "t.safetensors"
     real, calls = targets_mod._optimise, []
 
     def dies_on_second_chunk(*a, **k):
@@ -64,16 +64,25 @@ def test_interrupted_run_resumes_from_checkpoint(bpe, tmp_path, monkeypatch):
 
     monkeypatch.setattr(targets_mod, "_optimise", dies_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
-        compute_targets(*args, progress=False, checkpoint=ckpt, key="k")
+        compute_targets(*args, progress=False, store=tmp_path, keys=keys)
     monkeypatch.setattr(targets_mod, "_optimise", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     calls.clear()
-    resumed = compute_targets(*args, progress=False, checkpoint=ckpt, key="k")
-    assert len(calls) < 3  # the first chunk was not redone
+    resumed = compute_targets(*args, progress=False, store=tmp_path, keys=keys)
+    assert len(calls) == 2  # the request finished before the interruption was not redone
     torch.testing.assert_close(resumed.z, whole.z)
-    assert resumed.steps == whole.steps
+    assert resumed.steps == whole.steps and resumed.converged == whole.converged
     calls.clear()
-    compute_targets(*args, progress=False, checkpoint=ckpt, key="other settings")
-    assert len(calls) == 3  # a checkpoint made for other settings is not used
+    again = compute_targets(*args, progress=False, store=tmp_path, keys=keys)
+    assert not calls and torch.equal(again.z, resumed.z)  # all stored: nothing optimised
+    # a run with one request in common computes only the new ones, in the caller's order
+    new = memit.EditRequest("{} was born in", "Marie Curie", "Warsaw")
+    mixed = compute_targets(model, bpe, get_arch(model), [new, REQS[1]], 2, PREFIXES, hp, progress=False,
+                            store=tmp_path, keys=["d" * 40, keys[1]])
+    assert len(calls) == 1
+    torch.testing.assert_close(mixed.z[1], whole.z[1])
+    calls.clear()
+    compute_targets(*args, progress=False, store=tmp_path, keys=["x" * 40, "y" * 40, "z" * 40])
+    assert len(calls) == 3  # requests stored under other settings (other keys) are not used
 
 
 def test_requests_are_chunked_by_suffix_length(bpe, monkeypatch):

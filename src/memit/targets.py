@@ -154,65 +154,65 @@ class _Chunk:
 
 def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], layer: int,
                     prefixes: list[str], hp: MemitHyperParams, progress: bool = True,
-                    checkpoint: str | Path | None = None, key: str = "") -> Targets:
-    """Target vectors for all requests. With ``checkpoint``, each finished chunk is saved at once
-    and a rerun with the same ``key`` (a fingerprint of model, requests and settings) resumes."""
+                    store: str | Path | None = None, keys: list[str] | None = None) -> Targets:
+    """Target vectors for all requests.
+
+    With ``store`` (a directory) and ``keys`` (one per request: a fingerprint of the model, the
+    request, the layer, the prefixes and the settings), each request's result is saved there as
+    soon as its chunk finishes, and a request found there is not optimised again. Requests are
+    optimised independently (own δ, Adam state and early stop), so this is the same result up
+    to float summation order: an interrupted run resumes, and runs that share requests (the first
+    100 records inside the first 1,000, another λ or first layer) share their optimisation.
+    """
     n = len(requests)
-    rows = request_rows(tokenizer, requests, prefixes)
-    per_req = len(rows[0])
-    # Requests with similar suffix lengths share a chunk, so little of each step is padding.
-    order = sorted(range(n), key=lambda i: (max(len(e.ids) - e.subject_last for e in rows[i]),
-                                            max(e.subject_last for e in rows[i])))
-    rows = [rows[i] for i in order]
-    flat = [e for r in rows for e in r]
-    z, h = [], []
+    d_model = model.get_output_embeddings().weight.shape[1]
+    z, h = torch.zeros(n, d_model), torch.zeros(n, d_model)
     loss, nll, steps, clamped = [0.0] * n, [0.0] * n, [0] * n, [False] * n
-    ranges = list(chunks([len(e.ids) for e in flat], hp.batch_tokens, group=per_req))
-    done = _resume(checkpoint, key, order, z, h, loss, nll, steps, clamped)
-    bar = tqdm(total=len(ranges) * hp.v_num_grad_steps, desc=f"target vectors ({n} requests, layer {layer})",
-               unit="step", disable=not progress)
+    todo = []
+    for i in range(n):
+        found = _load(store, keys[i]) if store else None
+        if found is None:
+            todo.append(i)
+        else:
+            z[i], h[i], (loss[i], nll[i], steps[i], clamped[i]) = found
+    rows = request_rows(tokenizer, [requests[i] for i in todo], prefixes) if todo else []
+    per_req = len(rows[0]) if rows else 1
+    # Requests with similar suffix lengths share a chunk, so little of each step is padding.
+    order = sorted(range(len(todo)), key=lambda j: (max(len(e.ids) - e.subject_last for e in rows[j]),
+                                                    max(e.subject_last for e in rows[j])))
+    flat = [e for j in order for e in rows[j]]
+    ranges = list(chunks([len(e.ids) for e in flat], hp.batch_tokens, group=per_req)) if flat else []
+    bar = tqdm(total=len(ranges) * hp.v_num_grad_steps, unit="step", disable=not progress,
+               desc=f"target vectors ({len(todo)} requests, layer {layer}" + (f"; {n - len(todo)} stored)" if store else ")"))
     for rng in ranges:
-        reqs = list(range(rng.start // per_req, rng.stop // per_req))
-        if reqs[-1] < done:
-            bar.update(hp.v_num_grad_steps)
-            continue
+        reqs = [todo[order[j]] for j in range(rng.start // per_req, rng.stop // per_req)]
         with torch.no_grad():
             chunk = _Chunk(model, arch, layer, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
-        zc, hc = _optimise(model, arch, chunk, reqs, hp, loss, nll, steps, clamped, bar)
-        z.append(zc), h.append(hc)
-        if checkpoint:
-            m = reqs[-1] + 1
-            save_tensors(checkpoint, {"z": torch.cat(z), "h": torch.cat(h)},
-                         {"key": key, "order": order, "done": m, "loss": loss[:m], "nll": nll[:m], "steps": steps[:m],
-                          "clamped": clamped[:m]})
+        z[reqs], h[reqs] = _optimise(model, arch, chunk, reqs, hp, loss, nll, steps, clamped, bar)
+        for i in reqs if store else []:
+            save_tensors(Path(store) / f"{keys[i][:32]}.safetensors", {"z": z[i], "h": h[i]},
+                         {"key": keys[i], "loss": loss[i], "nll": nll[i], "steps": steps[i], "clamped": clamped[i]})
     bar.close()
-    back = sorted(range(n), key=order.__getitem__)  # sorted position of each request
-
-    def unsort(xs):
-        return [xs[j] for j in back]
-
-    return Targets(torch.cat(z)[back], torch.cat(h)[back], unsort(loss), unsort(nll), unsort(steps),
-                   unsort(clamped), unsort([x < hp.v_loss_threshold for x in loss]))
+    return Targets(z, h, loss, nll, steps, clamped, [x < hp.v_loss_threshold for x in loss])
 
 
-def _resume(checkpoint, key, order, z, h, loss, nll, steps, clamped) -> int:
-    """Fill in the requests a checkpoint already holds (in chunk order); return how many."""
-    if not checkpoint or not Path(checkpoint).is_file():
-        return 0
+def _load(store: str | Path, key: str) -> tuple | None:
+    """(z, h, (loss, nll, steps, clamped)) of a stored request, or None when absent or damaged."""
+    file = Path(store) / f"{key[:32]}.safetensors"
+    if not file.is_file():
+        return None
     try:
-        tensors, meta = load_tensors(checkpoint)
+        tensors, meta = load_tensors(file)
     except CorruptFileError:
-        return 0
-    if meta.get("key") != key or meta.get("order") != order:
-        return 0
-    m = meta["done"]
-    z.append(tensors["z"]), h.append(tensors["h"])
-    loss[:m], nll[:m], steps[:m], clamped[:m] = meta["loss"], meta["nll"], meta["steps"], meta["clamped"]
-    return m
+        return None
+    if meta.get("key") != key:
+        return None
+    return tensors["z"], tensors["h"], (meta["loss"], meta["nll"], meta["steps"], meta["clamped"])
 
 
 def _optimise(model, arch, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped, bar):
-    """Adam on one δ per request of the chunk (MEMIT_SPEC §2.1); returns (z, h) for them."""
+    """Adam on one δ per request of the chunk (MEMIT_SPEC §2.1); returns (z, h) for them.
+    ``reqs`` are the requests' indices in ``loss``, ``nll``, ``steps`` and ``clamped``."""
     k = len(reqs)
     device = chunk.ids.device
     d_model = model.get_output_embeddings().weight.shape[1]

@@ -18,6 +18,7 @@ from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.journal import Journal
 from memit.methods import run
+from memit.models.loading import cache_dir
 from memit.requests import Case
 
 
@@ -75,7 +76,7 @@ def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file,
             batch = cases[b * batch_size: (b + 1) * batch_size]
             t = time.perf_counter()
             delta = run(method, model, tokenizer, [c.request for c in batch], hp, prior=journal.prior(),
-                        progress=progress)
+                        progress=progress, checkpoint=cache_dir() / "targets")  # a batch cut short resumes
             applied.append(delta)
             journal.append(base, delta)
             edit_s = time.perf_counter() - t

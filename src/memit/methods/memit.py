@@ -122,10 +122,10 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     precomputed C₀ per layer; otherwise they are loaded from the cache or computed. ``targets``
     may hold target vectors from an earlier edit of the same requests with the same last layer and
     prefixes (``delta.aux["targets"]``): sweeps over λ or the first layer then skip that phase.
-    ``checkpoint`` names a file where finished target vectors are saved as they come, so that an
-    interrupted long edit resumes there; or a directory, which is then a cache holding one such
-    file per key (model, requests, last layer, prefixes and ``hp.target_dict()``), so later edits
-    that differ only in λ, the lower layers or the preservation term skip the optimisation. ``solver`` replaces MEMIT's closed form (other methods
+    ``checkpoint`` names a directory where each request's target vector is saved as soon as it is
+    found, under a key of model, request, last layer, prefixes and ``hp.target_dict()``: an
+    interrupted long edit resumes there, and later edits that share requests and differ only in
+    λ, the lower layers, the preservation term or the other requests skip their optimisation. ``solver`` replaces MEMIT's closed form (other methods
     share everything else); ``method`` names it in the metadata. ``fingerprint`` may give the
     model's fingerprint when the caller already knows it (hashing the weights takes a second).
     """
@@ -165,13 +165,11 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     t = time.perf_counter()
     z_layer = hp.layers[-1]
     if targets is None:
-        key = json.dumps([fingerprint, z_layer, prefixes, hp.target_dict(), [dataclasses.astuple(r) for r in requests]],
-                         sort_keys=True, default=str)
-        key = hashlib.sha256(key.encode()).hexdigest()
-        if checkpoint is not None and Path(checkpoint).is_dir():  # a cache: one file per key
-            checkpoint = Path(checkpoint) / f"{key[:32]}.safetensors"
+        settings = [fingerprint, z_layer, prefixes, hp.target_dict()]
+        keys = [hashlib.sha256(json.dumps(settings + [dataclasses.astuple(r)], sort_keys=True, default=str).encode())
+                .hexdigest() for r in requests]
         targets = compute_targets(model, tokenizer, arch, requests, z_layer, prefixes, hp, progress,
-                                  checkpoint=checkpoint, key=key)
+                                  store=checkpoint, keys=keys)
     elif targets.z.shape[0] != len(requests):
         raise EditError(f"given target vectors are for {targets.z.shape[0]} requests, not {len(requests)}")
     timings["targets"] = time.perf_counter() - t
