@@ -98,6 +98,15 @@ def stability_section() -> list[str]:
         top, rest = order[:k], order[k:]
         lines.append(f"| {r['n']} | {k}, {ov[top[-1]]:.3f}, {100 * sum(es[i] for i in top) / k:.1f} | "
                      f"{len(rest)}, {100 * sum(es[i] for i in rest) / len(rest):.1f} |")
+    big = runs[-1][1]
+    li = big["layers_info"]
+    worst = max(li, key=lambda x: x["cond"])
+    lines += ["", (f"Against the rebuttal (condition numbers below 5·10³ and update overlap below 0.15 at 1,000 edits): "
+                   f"at N = {big['n']} the largest cond(λC₀ + KKᵀ) is {worst['cond']:.1e} (layer {worst['layer']}), "
+                   f"{sum(x['cond'] > 5e3 for x in li)} of {len(li)} layers are above 5·10³; the mean overlap is "
+                   f"{min(x['update_overlap']['mean'] for x in li):.2f}–{max(x['update_overlap']['mean'] for x in li):.2f} "
+                   f"per layer, the 95th percentile up to {max(x['update_overlap']['p95'] for x in li):.2f} and the "
+                   f"largest {max(x['update_overlap']['max'] for x in li):.2f}.")]
     png = spectrum_plot([r for _, r in runs], [f"N = {r['n']}" for _, r in runs], RES / "spectra.png")
     lines += ["", f"![spectra](../{png.relative_to(ROOT)})", "",
               "Commands: " + "; ".join(f"`{command(name)}`" for name, _ in runs) + ".",
@@ -134,6 +143,14 @@ def preservation_section() -> list[str]:
         png = sweep_plot([r for _, r in sweep], [lam for lam, _ in sweep], "λ (C₀ per token; 1,536 = preset)",
                          RES / "lambda_sweep.png")
         lines += ["", f"![λ sweep](../{png.relative_to(ROOT)})"]
+    cov = _load("cov-100")
+    for name, what in (("identity-100", "C₀ → I at the same ‖ΔW‖ per layer"), ("none-100", "λ = 0")):
+        r = _load(name)
+        if cov and r:
+            d = {k: r["edited"].get(k, float("nan")) - cov["edited"].get(k, float("nan"))
+                 for k in ("ES", "PS", "NS", "Score", "GE", "perplexity")}
+            lines += ["", (f"{what} against full MEMIT: ES {d['ES']:+.1f}, PS {d['PS']:+.1f}, NS {d['NS']:+.1f}, "
+                           f"Score {d['Score']:+.1f}, GE {d['GE']:+.1f}, perplexity {d['perplexity']:+.2f}.")]
     ident = _load("identity-100")
     if ident:
         lams = ", ".join(f"{x['lambda']:.3g}" for x in ident["layers_info"])
