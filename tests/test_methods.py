@@ -72,6 +72,23 @@ def test_rome_is_sequential_and_exact_to_apply(bpe, corpus_file):
     assert torch.equal(model.get_parameter(name), edited)  # the saved delta reproduces the edit exactly
 
 
+def test_rome_targets_are_stored_for_the_same_sequence_only(bpe, corpus_file, tmp_path, monkeypatch):
+    import memit.targets as targets_mod
+
+    model = tiny_model("llama", bpe)
+    hp = _hp(corpus_file)
+    real, calls = targets_mod._optimise, []
+    monkeypatch.setattr(targets_mod, "_optimise", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    first = run("rome", model, bpe, REQS, hp, progress=False, checkpoint=tmp_path)
+    first.revert(model)
+    again = run("rome", model, bpe, REQS, hp, progress=False, checkpoint=tmp_path)
+    again.revert(model)
+    assert len(calls) == 3  # the rerun optimised nothing
+    assert all(torch.equal(again.weights[n], first.weights[n]) for n in first.weights)
+    run("rome", model, bpe, REQS[::-1], hp, progress=False, checkpoint=tmp_path).revert(model)
+    assert len(calls) == 6  # in another order each request meets another model: nothing stored applies
+
+
 @pytest.mark.parametrize("method", ["ft", "ft-w"])
 def test_ft_respects_its_bound(bpe, corpus_file, method):
     model = tiny_model("llama", bpe)

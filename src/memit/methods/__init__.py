@@ -23,7 +23,7 @@ def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyp
         return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint, solver=rome.EmmetSolve(),
                     method="emmet")
     if method == "rome":
-        return rome.edit(model, tokenizer, requests, hp, progress=progress)
+        return rome.edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint)
     if method in ("ft", "ft-w"):
         return ft.edit(model, tokenizer, requests, hp, progress=progress, weight_decay=method == "ft-w")
     if method == "memit-seq":

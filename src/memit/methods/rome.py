@@ -11,6 +11,8 @@ solver. For N > 1 the requests are applied one after another, as the paper compa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import torch
 from tqdm.auto import tqdm
@@ -57,8 +59,10 @@ class EmmetSolve:
 
 
 def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams, *, progress: bool = True,
-         stats: dict[int, torch.Tensor] | None = None, **_) -> Delta:
-    """ROME on ``hparams.rome_layer()``, request after request; the model is left edited."""
+         stats: dict[int, torch.Tensor] | None = None, checkpoint=None, **_) -> Delta:
+    """ROME on ``hparams.rome_layer()``, request after request; the model is left edited.
+    ``checkpoint``: the target-vector store of ``memit.edit`` (each target depends on the edits
+    before it, so a rerun of the same sequence finds them)."""
     arch = get_arch(model)
     layer = hparams.rome_layer()
     hp = dataclasses.replace(hparams, layers=[layer], clamp_norm_factor=hparams.rome_clamp_norm_factor)
@@ -70,10 +74,14 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     total = torch.zeros(w0.shape, dtype=torch.float32)
     metas = []
     base = model_fingerprint(model)
+    # The model before request i is base + the ROME edits of requests 0..i-1 with these settings:
+    # a running hash of those names it without rehashing the weights for every request.
+    state = hashlib.sha256(json.dumps([base, hp.to_dict()], default=str).encode())
     try:
-        for i, r in enumerate(tqdm(requests, desc=f"ROME, layer {layer}", disable=not progress or len(requests) < 2)):
+        for r in tqdm(requests, desc=f"ROME, layer {layer}", disable=not progress or len(requests) < 2):
             d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=RomeSolve(), method="rome", progress=False,
-                           fingerprint=f"{base} after {i} ROME edits")  # not rehashed for every request
+                           fingerprint=f"rome:{state.hexdigest()}", checkpoint=checkpoint)
+            state.update(json.dumps(dataclasses.astuple(r), default=str).encode())
             total += d.weights[name]
             metas.append(d.meta)
     except BaseException:
