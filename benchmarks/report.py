@@ -52,6 +52,12 @@ def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
         ge = f", fluency GE {100 * (e['GE'] / u['GE'] - 1):+.1f} % vs unedited (target within ±5 %)" if "GE" in e else ""
         lines += ["", (f"Against the targets at N = {r['n']}: ES {e['ES']:.1f} (target ≥ 99), PS {e['PS']:.1f} "
                        f"(≥ 90), NS {e['NS']:.1f} vs unedited {u['NS']:.1f} (≥ {u['NS'] - 3:.1f}){ge}.")]
+    for r in (x for x in runs if x["n"] >= 1000):  # why the largest point falls: targets, or writing them
+        li = max(r["layers_info"], key=lambda x: x["delta_rel_norm"])
+        resid = f"; mean residual ‖z − h‖ left after the edit {r['resid_after']:.1f} of {r['layers_info'][0]['resid_norm']:.1f}" \
+            if r.get("resid_after") else ""
+        lines += ["", (f"At N = {r['n']}: mean target NLL reached by the optimisation {r['targets']['mean_nll']:.2f} "
+                       f"(0 = target certain), largest ‖ΔW‖/‖W‖ {li['delta_rel_norm']:.2f} (layer {li['layer']}){resid}.")]
     strata = [r | {"strata": r.get("strata") or counterfact_strata(r["per_case"]["unedited"], r["per_case"]["edited"])}
               for r in runs if dataset == "counterfact" and "per_case" in r]
     if strata:
