@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results"
 
 
-def _load(pattern: str) -> list[dict]:
+def load_results(pattern: str) -> list[dict]:
     return [json.loads(p.read_text()) | {"_file": str(p.relative_to(ROOT))} for p in sorted(RES.glob(pattern))]
 
 
@@ -31,7 +31,7 @@ def fmt_machine(m: dict) -> str:
 
 
 def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
-    runs = sorted((r for r in _load(f"{folder}/{dataset}_memit_n*.json")
+    runs = sorted((r for r in load_results(f"{folder}/{dataset}_memit_n*.json")
                    if re.fullmatch(rf"{dataset}_memit_n\d+\.json", Path(r["_file"]).name)), key=lambda r: r["n"])
     if not runs:
         return [f"*No {dataset} results yet.*", ""]
@@ -77,11 +77,11 @@ def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
 
 def bands_section() -> list[str]:
     """The layer-band ablation at N = 100: the traced band, the preset and bands fixed a priori."""
-    runs = _load("bands/*/counterfact_memit_n100.json") + _load("scaling/counterfact_memit_n100.json")
+    runs = load_results("bands/*/counterfact_memit_n100.json") + load_results("scaling/counterfact_memit_n100.json")
     if len(runs) < 2:
         return ["*Not run yet.*", ""]
     runs.sort(key=lambda r: r["hparams"]["layers"][0])
-    trace = _load("trace/trace.json")
+    trace = load_results("trace/trace.json")
     traced = trace[0]["suggested_band"] if trace else None
     preset = preset_for("smollm2-135m").layers
 
@@ -133,7 +133,7 @@ def bands_section() -> list[str]:
 
 def methods_section() -> list[str]:
     """The paper's comparison: MEMIT against ROME (request after request) and FT-L, one batch of N."""
-    runs = _load("methods/counterfact_*_n*.json")
+    runs = load_results("methods/counterfact_*_n*.json")
     if not runs:
         return ["*Not run yet.*", ""]
     order = {"memit": 0, "rome": 1, "ft": 2, "ft-w": 3}
@@ -161,7 +161,7 @@ def methods_section() -> list[str]:
 
 def speed_section() -> list[str]:
     """Phase times of the fast path against the in-project reference loop, and the issue's targets."""
-    speed = sorted(_load("speed/speed_n*.json"), key=lambda r: r["n"])
+    speed = sorted(load_results("speed/speed_n*.json"), key=lambda r: r["n"])
     if not speed:
         return ["*Not measured yet.*", ""]
     lines = ["Command: `python benchmarks/speed.py --n " + " ".join(str(r["n"]) for r in speed) + "` (counterfact-train "
@@ -185,7 +185,7 @@ def speed_section() -> list[str]:
                    "fewer)." + (" Relative change of C₀ over the last quarter of that small budget, per layer: "
                    + ", ".join(f"{k}: {v:.3f}" for k, v in drift.items())
                    + " (`memit stats` prints the same for the preset's budget)." if drift else ""))]
-    big = [r for r in _load("scaling/counterfact_memit_n1000.json")]
+    big = [r for r in load_results("scaling/counterfact_memit_n1000.json")]
     if big:
         t = big[0]["timings"]
         lines += ["", (f"1,000 edits (the scaling run's N = 1000 point, statistics cached): {big[0]['edit_wall_s']:.0f} s "
@@ -214,7 +214,7 @@ def main() -> None:
     out += scaling_section("counterfact", "train100",
                            "memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/"
                            "counterfact-train.json --n {ns} --out benchmarks/results/train100")
-    trace = _load("trace/trace.json")
+    trace = load_results("trace/trace.json")
     out += ["## Causal tracing", ""]
     if trace:
         t = trace[0]
@@ -227,7 +227,7 @@ def main() -> None:
                 f"File: `{t['_file']}`. Machine: {fmt_machine(t['machine'])}.", ""]
     out += ["## Layer-band ablation (N = 100)", ""] + bands_section()
     out += ["## MEMIT against ROME and FT-L (one batch)", ""] + methods_section()
-    tune = _load("preset/tune_n*.json")
+    tune = load_results("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
     if tune:
         t = tune[0]
@@ -241,7 +241,7 @@ def main() -> None:
                        f"| {e['PS']:.0f} | {e['NS']:.0f} | {e['Score']:.1f} | {r['layers_info'][-1]['delta_rel_norm']:.3f} |")
         out += ["", "![preset tuning](../benchmarks/results/preset/tune_n50.png)", ""]
     out += ["## Speed", ""] + speed_section()
-    prof = _load("speed/profile.json")
+    prof = load_results("speed/profile.json")
     if prof:
         p = prof[0]
         out += ["### One optimisation step", "",
@@ -253,8 +253,8 @@ def main() -> None:
                  f"{100 * p['achieved_gflops'] / p['matmul_peak_gflops']:.0f} % of that speed, "
                  f"{p['step_wall_s'] / p['lower_bound_s']:.1f}× the FLOP lower bound. "
                  + ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in p["top_ops"][:3]) + "."), ""]
-    gpu = _load("device/gpu_speed_h100.json")
-    check = _load("device/gpu_check_h100.json")
+    gpu = load_results("device/gpu_speed_h100.json")
+    check = load_results("device/gpu_check_h100.json")
     if gpu:
         g = gpu[0]
         out += ["### On an H100 (target-vector phase only)", "",

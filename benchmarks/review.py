@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from report import fmt_ci, fmt_machine
+from report import fmt_ci, fmt_machine, load_results
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
@@ -179,8 +179,7 @@ def preservation_section() -> list[str]:
 def apriori_section() -> list[str]:
     """Point 2: the band fixed on train data (the preset) against the best band on the edit split itself."""
     preset = _load("cov-100")
-    bands = [json.loads(f.read_text()) | {"_file": str(f.relative_to(ROOT))}
-             for f in sorted((ROOT / "benchmarks" / "results" / "bands").glob("L*/counterfact_memit_n100.json"))]
+    bands = load_results("bands/L*/counterfact_memit_n100.json")
     if not preset or not bands:
         return ["*Not run yet.*", ""]
 

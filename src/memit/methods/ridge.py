@@ -23,12 +23,14 @@ class RidgeMatchNorm:
     def __init__(self, norms: dict[int, float]):
         self.norms = norms
         self.lams: dict[int, float] = {}
+        self.svals: dict[int, torch.Tensor] = {}  # singular values of each layer's keys, for ``condition``
 
     def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
                  ) -> torch.Tensor:
         u, s, vh = torch.linalg.svd(keys.double(), full_matrices=False)  # keys (d_ff, n) = U S Vᵀ
         rv = resid.double() @ vh.T  # (d_model, r): the residual in the key directions
         weight = (rv ** 2).sum(0)
+        self.svals[layer] = s
 
         def norm(lam_: float) -> float:
             keep = s > 0
@@ -48,8 +50,9 @@ class RidgeMatchNorm:
         return (rv * scale) @ u.T
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
-        """cond(λ_l I + KKᵀ): (λ_l + s_max²)/(λ_l + s_min²), s_min = 0 when n < d_ff."""
-        s = torch.linalg.svdvals(keys.double())
+        """cond(λ_l I + KKᵀ): (λ_l + s_max²)/(λ_l + s_min²), s_min = 0 when n < d_ff. Called after
+        the solve of the same layer, whose SVD it reuses."""
+        s = self.svals[layer]
         smin = float(s[-1]) if keys.shape[1] >= keys.shape[0] else 0.0
         lam_l = self.lams[layer]
         return float("inf") if lam_l + smin ** 2 == 0 else (lam_l + float(s[0]) ** 2) / (lam_l + smin ** 2)
