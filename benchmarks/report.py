@@ -159,6 +159,39 @@ def methods_section() -> list[str]:
                     ""]
 
 
+SEQ_COMMAND = ("memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/counterfact-edit.json "
+               "--n 2000 --batch-size 100 --method M --perplexity ../shared/data/wikitext-2-raw/wiki.test.raw "
+               "--retention ../shared/data/known_1000.json --out benchmarks/results/sequential")
+
+
+def sequential_section() -> list[str]:
+    """Editing over time: 2,000 edits in batches of 100, all edits so far scored after each batch."""
+    runs = load_results("sequential/counterfact_*_seq*.json")
+    runs = [r for r in runs if len(r["points"]) > 1]
+    if not runs:
+        return ["*Not run yet.*", ""]
+    lines = [(f"Command: `{SEQ_COMMAND}`, M ∈ memit, memit-seq, alphaedit (resumable: each batch is a step of "
+             "the edit journal beside the result file). After each batch every edit made so far is scored; "
+             "perplexity on the first 20,000 tokens of wikitext-2 test; known facts: those of known_1000 whose "
+             "subject no edit of the run touches, as a share of the ones the unedited model knew."), "",
+             "| method | edits so far | ES | PS | NS | perplexity | known facts still known | edit time of the batch |",
+             "|---" * 8 + "|"]
+    for r in runs:
+        pts = r["points"]
+        shown = [p for p in pts if p["edits"] in (0, 100, 500, 1000, 1500, 2000)] + ([pts[-1]] if pts[-1]["edits"] % 500 else [])
+        for p in shown:
+            kept = fmt_ci(p["retention"], "kept") if p.get("retention", {}).get("kept") is not None else "–"
+            took = "–" if p.get("edit_s") is None else f"{p['edit_s']:.0f} s"
+            lines.append(f"| {r['method']} | {p['edits']} | {fmt_ci(p, 'ES')} | {fmt_ci(p, 'PS')} | {fmt_ci(p, 'NS')} | "
+                         f"{p.get('perplexity', float('nan')):.2f} | {kept} | {took} |")
+        if len(pts) - 1 < -(-r["n"] // r["batch_size"]):
+            lines.append(f"| {r['method']} | *in progress: {len(pts) - 1} of {-(-r['n'] // r['batch_size'])} batches* "
+                         "| | | | | | |")
+    return lines + ["", "![sequential editing](../benchmarks/results/sequential/counterfact_sequential.png)", "",
+                    f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.",
+                    ""]
+
+
 def speed_section() -> list[str]:
     """Phase times of the fast path against the in-project reference loop, and the issue's targets."""
     speed = sorted(load_results("speed/speed_n*.json"), key=lambda r: r["n"])
@@ -227,6 +260,7 @@ def main() -> None:
                 f"File: `{t['_file']}`. Machine: {fmt_machine(t['machine'])}.", ""]
     out += ["## Layer-band ablation (N = 100)", ""] + bands_section()
     out += ["## MEMIT against ROME and FT-L (one batch)", ""] + methods_section()
+    out += ["## Sequential editing: MEMIT, MEMIT-seq and AlphaEdit over 2,000 edits", ""] + sequential_section()
     tune = load_results("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
     if tune:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from report import fmt_ci, fmt_machine, load_results
+from report import SEQ_COMMAND, fmt_ci, fmt_machine, load_results
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
@@ -239,9 +239,11 @@ def random_section() -> list[str]:
 
 
 def retention_section() -> list[str]:
-    """Point 5: known facts (minus edited subjects) the model still gets right after an edit."""
+    """Point 5: known facts (minus edited subjects) the model still gets right after one large batch
+    and after many sequential batches, and zsRE's unrelated ``loc`` questions after zsRE edits."""
     rows = [r for r in (_load("cov-100"), _load("cov-1000")) if r and "retention" in r]
-    if not rows:
+    seqs = [r for r in load_results("sequential/counterfact_*_seq*.json") if "retention" in r["points"][-1]]
+    if not rows and not seqs:
         return ["*Not run yet.*", ""]
     lines = ["| edit | known facts scored | accuracy unedited → edited | of those known unedited, still known | command |",
              "|---|---|---|---|---|"]
@@ -249,7 +251,22 @@ def retention_section() -> list[str]:
         t = r["retention"]
         lines.append(f"| MEMIT, one batch of {r['n']} | {t['facts']} | {t['accuracy_unedited']:.1f} → "
                      f"{t['accuracy_edited']:.1f} | {fmt_ci(t, 'kept')} of {t['known_unedited']} | `{command(_name(r))}` |")
-    return lines + ["", f"Files: {', '.join('`' + r['_file'] + '`' for r in rows)}.", ""]
+    for r in seqs:
+        t, last = r["points"][-1]["retention"], r["points"][-1]
+        done = "" if last["edits"] == r["n"] else f" (in progress: {last['edits']} of {r['n']})"
+        lines.append(f"| {r['method']}, {last['edits']} edits in batches of {r['batch_size']}{done} | {t['facts']} | "
+                     f"{t['accuracy_unedited']:.1f} → {t['accuracy_edited']:.1f} | "
+                     f"{fmt_ci(t, 'kept') if t['kept'] is not None else '–'} of {t['known_unedited']} | "
+                     f"`{SEQ_COMMAND.replace(' M ', ' ' + r['method'] + ' ')}` |")
+    zsre = sorted(load_results("scaling/zsre_memit_n*.json"), key=lambda r: r["n"])
+    if zsre:
+        lines += ["", ("zsRE's unrelated questions (`loc`, one per record: the share of the answer's tokens that are "
+                       "the model's top-1 prediction, teacher-forced), after a batch of N zsRE edits (`memit eval --dataset zsre --data "
+                       "../shared/data/zsre/zsre_mend_eval_portability_gpt4.json --n N --out benchmarks/results/scaling`):"),
+                  "", "| N | loc accuracy unedited → edited |", "|---|---|"]
+        lines += [f"| {r['n']} | {r['unedited']['specificity']:.1f} → {fmt_ci(r['edited'], 'specificity')} |" for r in zsre]
+    files = [r["_file"] for r in rows + seqs + zsre]
+    return lines + ["", f"Files: {', '.join('`' + f + '`' for f in files)}.", ""]
 
 
 def report() -> None:
@@ -267,12 +284,18 @@ def report() -> None:
     out += ["## 4. No filtering, no rejection: random samples", ""] + random_section()
     out += ["## 5. Retention of unrelated known facts", ""] + retention_section()
     missing = [name for name in RUNS if not (RES / RUNS[name][1]).exists()]
+    done = {r["method"] for r in load_results("sequential/counterfact_*_seq*.json")
+            if r["points"][-1]["edits"] == r["n"] and "retention" in r["points"][-1]}
+    seq_missing = [m for m in ("memit", "memit-seq", "alphaedit") if m not in done]
+    if missing or seq_missing:
+        out += ["## Not measured yet", ""]
     if missing:
-        out += ["## Not measured yet", "", ("These listed runs have no result file yet (`python benchmarks/review.py run "
-                                             + " ".join(missing) + "` makes them):"), ""]
+        out += [("These listed runs have no result file yet (`python benchmarks/review.py run "
+                 + " ".join(missing) + "` makes them):"), ""]
         out += [f"- `{name}`: `{command(name)}`" for name in missing]
-        out += ["", ("Also not measured yet: retention after the 2,000 sequential edits of the methods issue "
-                     "(point 5), which come from its sequential runs."), ""]
+    if seq_missing:
+        out += ["", (f"Retention after the 2,000 sequential edits (point 5) of {', '.join(seq_missing)}: "
+                     f"`{SEQ_COMMAND}` with M each of these (resumes where it stopped)."), ""]
     (ROOT / "docs" / "review.md").write_text("\n".join(out) + "\n")
     print("wrote docs/review.md")
 

@@ -9,6 +9,7 @@ import memit
 from helpers import tiny_model
 from memit.eval.sequential import run_sequence
 from memit.hparams import MemitHyperParams
+from memit.journal import JournalError
 from memit.requests import Case
 
 CASES = [Case(memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", target_true="Paris"),
@@ -17,6 +18,9 @@ CASES = [Case(memit.EditRequest("{} is located in the city of", "The Eiffel Towe
               paraphrase_prompts=("Toko Yasuda is a player of the",), neighborhood_prompts=("Danielle plays the",)),
          Case(memit.EditRequest("{} speaks", "Danielle", "French", target_true="English"),
               paraphrase_prompts=("The language of Danielle is",), neighborhood_prompts=("Toko Yasuda speaks",))]
+KNOWN = [{"subject": "Danielle", "prompt": "Danielle speaks", "attribute": "French"},  # edited: left out
+         {"subject": "Paris", "prompt": "Paris is the capital of", "attribute": "France"},
+         {"subject": "The Louvre", "prompt": "The Louvre is a", "attribute": "museum"}]
 
 
 @pytest.mark.parametrize("method", ["memit-seq", "alphaedit"])
@@ -28,8 +32,10 @@ def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, 
     model = tiny_model("llama", bpe)
     before = {n: p.clone() for n, p in model.named_parameters()}
     whole = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "a" / "r.json",
-                         ppl_corpus=corpus_file, ppl_tokens=256, progress=False)
+                         ppl_corpus=corpus_file, ppl_tokens=256, progress=False, known_facts=KNOWN)
     assert [p["edits"] for p in whole["points"]] == [0, 1, 2, 3]
+    assert all(p["retention"]["facts"] == 2 for p in whole["points"])  # the same facts at every point
+    assert whole["points"][0]["retention"]["accuracy_edited"] == whole["points"][0]["retention"]["accuracy_unedited"]
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # restored exactly
 
     real, calls = seq_mod.run, []
@@ -47,6 +53,9 @@ def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, 
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert len(json.loads((tmp_path / "b" / "r.json").read_text())["points"]) == 3  # 0, 1, 2 edits scored
     monkeypatch.setattr(seq_mod, "run", real)
+    with pytest.raises(JournalError, match="without known facts"):  # started without them: not mixed in later
+        run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "b" / "r.json", known_facts=KNOWN,
+                     progress=False)
     resumed = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "b" / "r.json",
                            ppl_corpus=corpus_file, ppl_tokens=256, progress=False)
     for a, b in zip(whole["points"], resumed["points"]):

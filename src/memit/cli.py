@@ -322,7 +322,7 @@ def cmd_eval(args) -> None:
         if sequential:
             r = run_sequence(model, tokenizer, chosen, args.dataset, args.method, hp, args.batch_size, file,
                              ppl_corpus=args.perplexity, ppl_tokens=args.perplexity_tokens, progress=not args.quiet,
-                             extra={"data": str(args.data), "sample": args.sample})
+                             extra={"data": str(args.data), "sample": args.sample}, known_facts=known)
             print(f"{len(r['points']) - 1} batches of {args.batch_size} done → {file}")
             sequence_plot(out, args.dataset)
             continue

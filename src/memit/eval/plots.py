@@ -46,7 +46,7 @@ def scaling_plot(results_dir: str | Path, dataset: str, method: str = "memit") -
 
 def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
     """ES/PS/NS (zsRE: the accuracies) of all edits so far against the number of edits, one colour
-    per method, and perplexity beside when it was measured."""
+    per method, and beside them perplexity and the known facts still known where a run measured them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,27 +56,31 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
     runs = [r for r in runs if len(r.get("points", [])) > 1]
     if not runs:
         return None
-    with_ppl = any("perplexity" in p for r in runs for p in r["points"])
-    fig, axes = plt.subplots(1, 2 if with_ppl else 1, figsize=(11 if with_ppl else 6, 4), squeeze=False)
+    # Beside the scores: perplexity and known facts kept, where a run measured them.
+    extra = [(key, label) for key, label in (("perplexity", "perplexity (held-out text)"),
+                                             ("retention", "% of known facts still known"))
+             if any(key in p for r in runs for p in r["points"])]
+    fig, axes = plt.subplots(1, 1 + len(extra), figsize=(6 + 5 * len(extra), 4), squeeze=False)
     ax = axes[0][0]
     for r, color in zip(runs, [f"C{i}" for i in range(10)]):
         xs = [p["edits"] for p in r["points"]]
         for metric, style in zip(METRICS[dataset], ["-", "--", ":"]):
             ax.plot(xs, [p[metric] for p in r["points"]], style, color=color, marker="o", ms=3,
                     label=f"{r['method']} (batches of {r['batch_size']}): {metric}")
-        if with_ppl:
-            axes[0][1].plot(xs, [p.get("perplexity") for p in r["points"]], "o-", color=color, label=r["method"])
+        for (key, _), side in zip(extra, axes[0][1:]):
+            ys = [p[key]["kept"] if key == "retention" and key in p else p.get(key) for p in r["points"]]
+            side.plot(xs, ys, "o-", color=color, label=r["method"])
     ax.set_xlabel("edits so far")
     ax.set_ylabel("% (all edits so far)")
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     ax.set_title(f"{dataset}: sequential editing")
-    if with_ppl:
-        axes[0][1].set_xlabel("edits so far")
-        axes[0][1].set_ylabel("perplexity (held-out text)")
-        axes[0][1].grid(alpha=0.3)
-        axes[0][1].legend(fontsize=7)
+    for (_, label), side in zip(extra, axes[0][1:]):
+        side.set_xlabel("edits so far")
+        side.set_ylabel(label)
+        side.grid(alpha=0.3)
+        side.legend(fontsize=7)
     out = Path(results_dir) / f"{dataset}_sequential.png"
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -1,6 +1,6 @@
 """Editing over time, measured: batches of B edits one after another; after each batch, the scores
-of every edit made so far and perplexity on held-out text (MEMIT_SPEC §2, sequential; the
-AlphaEdit comparison).
+of every edit made so far, perplexity on held-out text and, if given, how many unrelated known facts
+the model still knows (MEMIT_SPEC §2, sequential; the AlphaEdit comparison; the review's retention test).
 
 Each batch is a step of an edit journal next to the result file, so a rerun replays the finished
 batches exactly and goes on; the result file is rewritten after every batch.
@@ -12,11 +12,12 @@ import json
 import time
 from pathlib import Path
 
+from memit.eval.metrics import known_fact_hits, retention_summary
 from memit.eval.perplexity import perplexity
 from memit.files import write_json
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
-from memit.journal import Journal
+from memit.journal import Journal, JournalError
 from memit.methods import run
 from memit.models.loading import cache_dir
 from memit.requests import Case
@@ -30,8 +31,13 @@ def _scores(model, tokenizer, cases: list[Case], dataset: str) -> dict:
 
 def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str, hp: MemitHyperParams,
                  batch_size: int, out_file: Path, *, ppl_corpus: str | None = None, ppl_tokens: int = 20_000,
-                 progress: bool = True, extra: dict | None = None) -> dict:
-    """Edit ``cases`` in consecutive batches with ``method``; the model is restored at the end."""
+                 progress: bool = True, extra: dict | None = None, known_facts: list[dict] | None = None) -> dict:
+    """Edit ``cases`` in consecutive batches with ``method``; the model is restored at the end.
+
+    With ``known_facts`` (records of ``known_1000.json``), every point also says how many of those
+    the unedited model knew it still knows. Facts about any subject the run edits are left out, so
+    every point is scored on the same facts.
+    """
     from memit.eval.run import machine
 
     out_file = Path(out_file)
@@ -44,13 +50,20 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
         result = {"dataset": dataset, "method": method, "n": len(cases), "batch_size": batch_size,
                   "case_ids": [c.request.case_id for c in cases], "hparams": hp.to_dict(), "machine": machine(),
                   "ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens, **(extra or {}), "points": []}
+    subjects = {c.request.subject for c in cases}
+    known = [f for f in known_facts or [] if f["subject"] not in subjects]
     if not result["points"]:  # the unedited model, on every record of the run
         result["points"].append(_point(model, tokenizer, cases, 0, dataset, ppl_corpus, ppl_tokens))
+        if known:
+            result["known_unedited"] = known_fact_hits(model, tokenizer, known)
+            result["points"][0]["retention"] = retention_summary(result["known_unedited"], result["known_unedited"])
         write_json(out_file, result)
+    if known and "known_unedited" not in result:
+        raise JournalError(f"{out_file} was started without known facts; resume it without them or start a new file")
     applied = journal.replay(model)
     try:
         _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
-                 applied, ppl_corpus, ppl_tokens, progress)
+                 applied, ppl_corpus, ppl_tokens, progress, known)
     finally:
         for delta in reversed(applied):  # bit-exact, last edit first
             delta.revert(model)
@@ -67,7 +80,7 @@ def _point(model, tokenizer, cases: list[Case], edits: int, dataset: str, ppl_co
 
 
 def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result, applied,
-             ppl_corpus, ppl_tokens, progress) -> None:
+             ppl_corpus, ppl_tokens, progress, known) -> None:
     """Batch b is edited unless the journal already holds it, then scored unless the result file
     already has its point (a crash between the two leaves an edited but unscored batch)."""
     for b in range(-(-len(cases) // batch_size)):
@@ -84,8 +97,12 @@ def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file,
             so_far = cases[: (b + 1) * batch_size]
             point = _point(model, tokenizer, so_far, len(so_far), dataset, ppl_corpus, ppl_tokens)
             point["edit_s"] = edit_s
+            if known:
+                point["retention"] = retention_summary(result["known_unedited"], known_fact_hits(model, tokenizer, known))
             result["points"].append(point)
             write_json(out_file, result)
             if progress:
                 keys = [k for k, v in point.items() if isinstance(v, float) and k != "edit_s"]
-                print(f"{method}: {point['edits']} edits: " + "  ".join(f"{k} {point[k]:.1f}" for k in keys))
+                kept = (point.get("retention") or {}).get("kept")
+                kept = f"  known facts kept {kept:.1f}" if kept is not None else ""
+                print(f"{method}: {point['edits']} edits: " + "  ".join(f"{k} {point[k]:.1f}" for k in keys) + kept)
