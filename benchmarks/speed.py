@@ -100,10 +100,9 @@ def main() -> None:
 
 
 def plot(out: Path) -> None:
-    import matplotlib
+    from memit.eval.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     runs = sorted((json.loads(f.read_text()) for f in out.glob("speed_n*.json")), key=lambda r: r["n"])
     if not runs:
@@ -122,9 +121,7 @@ def plot(out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("SmolLM2-135M edit time by phase (statistics cached)")
-    fig.tight_layout()
-    fig.savefig(out / "speed.png", dpi=120)
-    plt.close(fig)
+    save(fig, out / "speed.png")
 
 
 if __name__ == "__main__":

@@ -160,10 +160,9 @@ def trace_many(model, tokenizer, arch: Arch, facts: list[dict], n_layers: int, s
 
 
 def plot_heatmaps(avg: dict[str, torch.Tensor], path, title: str) -> None:
-    import matplotlib
+    from memit.eval.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     names = {"hidden": "hidden state (single layer)", "mlp": "MLP output (window)", "attn": "attention output (window)"}
@@ -174,6 +173,4 @@ def plot_heatmaps(avg: dict[str, torch.Tensor], path, title: str) -> None:
         ax.set_title(f"restoring {names[kind]}", fontsize=10)
         fig.colorbar(im, ax=ax, label="indirect effect on P(answer)")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)

@@ -9,13 +9,28 @@ from pathlib import Path
 METRICS = {"counterfact": ["ES", "PS", "NS"], "zsre": ["efficacy", "paraphrase", "specificity"]}
 
 
-def scaling_plot(results_dir: str | Path, dataset: str, method: str = "memit") -> Path | None:
-    """Each metric against N (log scale), edited solid and unedited dashed, with 95 % intervals."""
+def pyplot():
+    """matplotlib's pyplot on the file-only backend: plots are written, never shown, and work
+    without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save(fig, out: str | Path) -> Path:
+    """Write ``fig`` as a PNG and free it (figures left open pile up over a long run)."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    pyplot().close(fig)
+    return Path(out)
+
+
+def scaling_plot(results_dir: str | Path, dataset: str, method: str = "memit") -> Path | None:
+    """Each metric against N (log scale), edited solid and unedited dashed, with 95 % intervals."""
+    plt = pyplot()
     plain = re.compile(rf"{re.escape(dataset)}_{re.escape(method)}_n\d+\.json")  # not offset, random or sequential runs
     files = sorted(f for f in Path(results_dir).glob(f"{dataset}_{method}_n*.json") if plain.fullmatch(f.name))
     points = sorted((json.loads(f.read_text()) for f in files), key=lambda r: r["n"])
@@ -38,20 +53,14 @@ def scaling_plot(results_dir: str | Path, dataset: str, method: str = "memit") -
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     out = Path(results_dir) / f"{dataset}_{method}_scaling.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save(fig, out)
     return out
 
 
 def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
     """ES/PS/NS (zsRE: the accuracies) of all edits so far against the number of edits, one colour
     per method, and beside them perplexity and the known facts still known where a run measured them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = [json.loads(f.read_text()) for f in sorted(Path(results_dir).glob(f"{dataset}_*_seq*.json"))]
     runs = [r for r in runs if len(r.get("points", [])) > 1]
     if not runs:
@@ -82,20 +91,14 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
         side.grid(alpha=0.3)
         side.legend(fontsize=7)
     out = Path(results_dir) / f"{dataset}_sequential.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save(fig, out)
     return out
 
 
 def compare_plot(points: list[dict], labels: list[str], dataset: str, out: str | Path, title: str) -> Path:
     """Grouped bars of each metric for runs that differ in one setting (layer band, method, λ …),
     with their 95 % intervals, and the unedited level of the same records as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     metrics = METRICS[dataset]
     width = 0.8 / len(points)
     fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(metrics) * max(1, len(points) / 3), 4))
@@ -114,20 +117,14 @@ def compare_plot(points: list[dict], labels: list[str], dataset: str, out: str |
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save(fig, out)
     return Path(out)
 
 
 def spectrum_plot(points: list[dict], labels: list[str], out: str | Path) -> Path:
     """Eigenvalues of λC₀ + KKᵀ (left) and of KKᵀ alone (right), largest first, one line per edited
     layer and run: how far the preservation term lifts the directions the new keys leave empty."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for p, label, style in zip(points, labels, ["-", "--", ":", "-."]):
         for i, (layer, s) in enumerate(sorted(p["spectra"].items(), key=lambda kv: int(kv[0]))):
@@ -144,19 +141,13 @@ def spectrum_plot(points: list[dict], labels: list[str], out: str | Path) -> Pat
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("eigenvalue")
     axes[0].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save(fig, out)
     return Path(out)
 
 
 def sweep_plot(points: list[dict], xs: list[float], xlabel: str, out: str | Path) -> Path:
     """ES/PS/NS (with 95 % intervals) and perplexity against one setting, e.g. λ; unedited dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     order = sorted(range(len(xs)), key=lambda i: xs[i])
     xs, points = [xs[i] for i in order], [points[i] for i in order]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -176,7 +167,5 @@ def sweep_plot(points: list[dict], xs: list[float], xlabel: str, out: str | Path
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax2.set_ylabel("perplexity (wikitext-2 test)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save(fig, out)
     return Path(out)
