@@ -132,10 +132,12 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     assert all("lambda" in x for x in ridge["layers_info"])
     assert main([*base, "--n", "2", "--match-norm", str(root / "cf.json"), "--out", str(root / "bad")]) == 2
     assert "--match-norm" in capsys.readouterr().err
-    assert main([*base, "--n", "2", "--batch-size", "1", "--method", "alphaedit",
-                 "--retention", str(root / "known.json")]) == 0
+    seq_args = [*base, "--n", "2", "--batch-size", "1", "--method", "alphaedit", "--retention", str(root / "known.json")]
+    assert main([*seq_args, "--max-batches", "1"]) == 0
+    assert "1 of 2 batches of 1 done" in capsys.readouterr().out
+    assert main(seq_args) == 0
     seq = json.loads((root / "res" / "counterfact_alphaedit_n2_seq1.json").read_text())
     assert [p["edits"] for p in seq["points"]] == [0, 1, 2]
     assert [p["retention"]["facts"] for p in seq["points"]] == [1, 1, 1]
     assert (root / "res" / "counterfact_sequential.png").is_file()
-    assert "2 batches of 1 done" in capsys.readouterr().out
+    assert "2 of 2 batches of 1 done" in capsys.readouterr().out

@@ -61,3 +61,8 @@ def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, 
     for a, b in zip(whole["points"], resumed["points"]):
         assert a["ES"] == b["ES"] and a["NS"] == b["NS"] and a["perplexity"] == pytest.approx(b["perplexity"])
     assert len(resumed["points"]) == 4
+    first = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "c" / "r.json", max_batches=2,
+                         progress=False)
+    assert len(first["points"]) == 3  # unedited, then two batches: the call stopped there
+    rest = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "c" / "r.json", progress=False)
+    assert [p["ES"] for p in rest["points"]] == [p["ES"] for p in whole["points"]]

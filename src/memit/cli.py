@@ -322,8 +322,9 @@ def cmd_eval(args) -> None:
         if sequential:
             r = run_sequence(model, tokenizer, chosen, args.dataset, args.method, hp, args.batch_size, file,
                              ppl_corpus=args.perplexity, ppl_tokens=args.perplexity_tokens, progress=not args.quiet,
-                             extra={"data": str(args.data), "sample": args.sample}, known_facts=known)
-            print(f"{len(r['points']) - 1} batches of {args.batch_size} done → {file}")
+                             extra={"data": str(args.data), "sample": args.sample}, known_facts=known,
+                             max_batches=args.max_batches)
+            print(f"{len(r['points']) - 1} of {-(-n // args.batch_size)} batches of {args.batch_size} done → {file}")
             sequence_plot(out, args.dataset)
             continue
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
@@ -427,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fluency", action="store_true", help="skip the generation-entropy metric")
     p.add_argument("--batch-size", type=int,
                    help="edit the N records in consecutive batches of this size, scoring all edits so far after each")
+    p.add_argument("--max-batches", type=int, metavar="K",
+                   help="with --batch-size: edit at most K more batches in this call, then stop; the next call goes on "
+                        "(to take turns between long runs)")
     p.add_argument("--perplexity", metavar="TEXT", help="also perplexity on this text (e.g. wikitext-2 test) before and after the edit "
                    "(with --batch-size: after each batch)")
     p.add_argument("--perplexity-tokens", type=int, default=20_000)

@@ -31,12 +31,14 @@ def _scores(model, tokenizer, cases: list[Case], dataset: str) -> dict:
 
 def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str, hp: MemitHyperParams,
                  batch_size: int, out_file: Path, *, ppl_corpus: str | None = None, ppl_tokens: int = 20_000,
-                 progress: bool = True, extra: dict | None = None, known_facts: list[dict] | None = None) -> dict:
+                 progress: bool = True, extra: dict | None = None, known_facts: list[dict] | None = None,
+                 max_batches: int | None = None) -> dict:
     """Edit ``cases`` in consecutive batches with ``method``; the model is restored at the end.
 
     With ``known_facts`` (records of ``known_1000.json``), every point also says how many of those
     the unedited model knew it still knows. Facts about any subject the run edits are left out, so
-    every point is scored on the same facts.
+    every point is scored on the same facts. ``max_batches`` stops after that many newly edited
+    batches; a later call goes on from there.
     """
     from memit.eval.run import machine
 
@@ -63,7 +65,7 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     applied = journal.replay(model)
     try:
         _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
-                 applied, ppl_corpus, ppl_tokens, progress, known)
+                 applied, ppl_corpus, ppl_tokens, progress, known, max_batches)
     finally:
         for delta in reversed(applied):  # bit-exact, last edit first
             delta.revert(model)
@@ -80,12 +82,16 @@ def _point(model, tokenizer, cases: list[Case], edits: int, dataset: str, ppl_co
 
 
 def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result, applied,
-             ppl_corpus, ppl_tokens, progress, known) -> None:
+             ppl_corpus, ppl_tokens, progress, known, max_batches) -> None:
     """Batch b is edited unless the journal already holds it, then scored unless the result file
     already has its point (a crash between the two leaves an edited but unscored batch)."""
+    edited = 0
     for b in range(-(-len(cases) // batch_size)):
         edit_s = None
         if b >= len(journal.steps):
+            if max_batches is not None and edited >= max_batches:
+                return
+            edited += 1
             batch = cases[b * batch_size: (b + 1) * batch_size]
             t = time.perf_counter()
             delta = run(method, model, tokenizer, [c.request for c in batch], hp, prior=journal.prior(),
