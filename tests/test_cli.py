@@ -83,8 +83,9 @@ def test_bad_model_path(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
-def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "memit.cli", "--help"], capture_output=True, text=True, check=False)
+@pytest.mark.parametrize("module", ["memit.cli", "memit"])
+def test_console_script_help(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=False)
     assert out.returncode == 0
     for cmd in ("edit", "apply", "stats", "generate", "demo", "examples:"):
         assert cmd in out.stdout
