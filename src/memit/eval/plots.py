@@ -161,6 +161,7 @@ def sweep_plot(points: list[dict], xs: list[float], xlabel: str, out: str | Path
     ax2.axhline(points[0]["unedited"].get("perplexity", float("nan")), color="k", ls="--", label="unedited")
     for a in (ax, ax2):
         a.set_xscale("symlog", linthresh=min(x for x in xs if x > 0) if any(x > 0 for x in xs) else 1)
+        a.set_xlim(left=0)  # λ ≥ 0: no empty negative half
         a.set_xlabel(xlabel)
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
