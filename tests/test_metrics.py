@@ -44,11 +44,16 @@ def test_bootstrap_interval():
     assert lo == pytest.approx(0.5 - 1.96 * 0.025, abs=0.01) and hi == pytest.approx(0.5 + 1.96 * 0.025, abs=0.01)
 
 
-def test_scores_match_full_logits(bpe):
+@pytest.mark.parametrize("batch_tokens", [4096, 24])  # one batch; several, each of a few prompts
+def test_scores_match_full_logits(bpe, batch_tokens):
+    """Each pair scored alone, unpadded, is the reference; batches group prompts by length, so the
+    answers must come back in the order asked."""
     model = tiny_model("gpt2", bpe)
-    pairs = [("The Eiffel Tower is in", "Paris"), ("Rome is the capital of", "Italy and Germany")]
-    got = target_scores(model, bpe, pairs)
-    for (prompt, target), (nll, hits) in zip(pairs, got):
+    pairs = [("The Eiffel Tower is in", "Paris"), ("Rome is the capital of", "Italy and Germany"),
+             ("Toko Yasuda plays", "the guitar"), ("In the morning, the famous Eiffel Tower in Paris is", "closed"),
+             ("A", "b")]
+    got = target_scores(model, bpe, pairs, batch_tokens)
+    for (prompt, target), (nll, hits) in zip(pairs, got, strict=True):
         e = encode(bpe, prompt, target)
         lp = torch.log_softmax(model(input_ids=torch.tensor([e.ids])).logits[0].float(), -1)
         tgt = e.ids[e.n_prompt:]
