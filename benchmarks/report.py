@@ -146,6 +146,7 @@ def methods_section() -> list[str]:
               "earlier run on the same requests and settings (a batch of 100 costs about 440 s, `speed/`)."),
              "", "| N | method | ES | PS | NS | Score | GE | ‖ΔW‖/‖W‖ (largest layer) | edit wall time (target vectors) | commit |",
              "|---" * 10 + "|"]
+    plots = []
     for n in sorted({r["n"] for r in runs}):
         group = [r for r in runs if r["n"] == n]
         u = group[0]["unedited"]
@@ -158,13 +159,12 @@ def methods_section() -> list[str]:
             lines.append(f"| {n} | {r['method']} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | "
                          f"{e['Score']:.1f} | {e.get('GE', float('nan')):.1f} | {rel} | {r['edit_wall_s']:.0f} s "
                          f"({vectors}) | {str(r['machine']['commit'])[:7]} |")
-    lines += ["", "† ROME: the largest change made by a single request (it records one rank-one update per request)."]
-    for n in sorted({r["n"] for r in runs}):
-        group = [r for r in runs if r["n"] == n]
         if len(group) > 1:
             png = compare_plot(group, [r["method"] for r in group], "counterfact", RES / "methods" / f"methods_n{n}.png",
                                f"N = {n} on counterfact-edit: MEMIT, ROME (request by request), FT-L, FT-W")
-            lines += ["", f"![methods at N = {n}](../{png.relative_to(ROOT)})"]
+            plots += ["", f"![methods at N = {n}](../{png.relative_to(ROOT)})"]
+    lines += ["", "† ROME: the largest change made by a single request (it records one rank-one update per request)."]
+    lines += plots
     return lines + ["", f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.",
                     ""]
 

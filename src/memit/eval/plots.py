@@ -53,8 +53,7 @@ def scaling_plot(results_dir: str | Path, dataset: str, method: str = "memit") -
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     out = Path(results_dir) / f"{dataset}_{method}_scaling.png"
-    save(fig, out)
-    return out
+    return save(fig, out)
 
 
 def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
@@ -91,8 +90,7 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
         side.grid(alpha=0.3)
         side.legend(fontsize=7)
     out = Path(results_dir) / f"{dataset}_sequential.png"
-    save(fig, out)
-    return out
+    return save(fig, out)
 
 
 def compare_plot(points: list[dict], labels: list[str], dataset: str, out: str | Path, title: str) -> Path:
@@ -117,8 +115,7 @@ def compare_plot(points: list[dict], labels: list[str], dataset: str, out: str |
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title, fontsize=9)
-    save(fig, out)
-    return Path(out)
+    return save(fig, out)
 
 
 def spectrum_plot(points: list[dict], labels: list[str], out: str | Path) -> Path:
@@ -141,8 +138,7 @@ def spectrum_plot(points: list[dict], labels: list[str], out: str | Path) -> Pat
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("eigenvalue")
     axes[0].legend(fontsize=6, ncol=2)
-    save(fig, out)
-    return Path(out)
+    return save(fig, out)
 
 
 def sweep_plot(points: list[dict], xs: list[float], xlabel: str, out: str | Path) -> Path:
@@ -168,5 +164,4 @@ def sweep_plot(points: list[dict], xs: list[float], xlabel: str, out: str | Path
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax2.set_ylabel("perplexity (wikitext-2 test)")
-    save(fig, out)
-    return Path(out)
+    return save(fig, out)

@@ -25,7 +25,7 @@ from memit.requests import Case
 
 def _scores(model, tokenizer, cases: list[Case], dataset: str, edits: int) -> dict:
     """Scores of all ``cases``; those of the unedited model come from the shared baseline cache,
-    so the methods compared on the same records score it once (half an hour at N = 2000 here)."""
+    so the methods compared on the same records score it once (5 minutes at N = 2000 here)."""
     from memit.eval.run import score, unedited_score
 
     scorer = unedited_score if edits == 0 else score
