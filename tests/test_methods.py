@@ -10,7 +10,8 @@ from memit.hparams import MemitHyperParams
 from memit.methods import METHODS, run
 from memit.methods.memit import compute_keys, edit, solve_update
 from memit.methods.rome import RomeSolve
-from memit.methods.sequential import AlphaEditSolve, key_outer_sums, null_projector
+from memit.diagnostics import text_change
+from memit.methods.sequential import AlphaEditSolve, key_outer_sums, null_energy, null_projector
 from memit.models.arch import as_math, get_arch
 from memit.stats import second_moments
 
@@ -129,6 +130,28 @@ def test_alphaedit_solution_lies_in_the_null_space():
     k, r = torch.randn(12, 3, generator=g), torch.randn(6, 3, generator=g)
     upd = AlphaEditSolve({0: p}, None, 1.0)(0, r, k, c0, 1.0)
     torch.testing.assert_close(upd @ p, upd, rtol=1e-9, atol=1e-12)
+
+
+def test_null_space_by_energy_holds_at_most_that_share_of_the_key_energy():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(12, 40, generator=g, dtype=torch.float64) * torch.logspace(0, -2, 12, dtype=torch.float64)[:, None]
+    c0 = a @ a.T / 40
+    ev = torch.linalg.eigvalsh(c0)
+    for share in (0.0, 1e-3, 0.05, 0.3):
+        p = null_projector(c0, 0.0, energy=share)
+        k = round(float(p.trace()))
+        assert null_energy(p, c0) <= share + 1e-12
+        assert float(ev[: k + 1].sum() / ev.sum()) > share  # one more direction would exceed it
+        torch.testing.assert_close(null_energy(p, c0), float(ev[:k].sum() / ev.sum()))
+
+
+def test_text_change_is_the_mean_square_output_change_over_the_keys():
+    g = torch.Generator().manual_seed(3)
+    keys = torch.randn(500, 10, generator=g, dtype=torch.float64)  # tokens × d_ff
+    w, dw = torch.randn(4, 10, generator=g, dtype=torch.float64), torch.randn(4, 10, generator=g, dtype=torch.float64)
+    c0 = keys.T @ keys / len(keys)
+    direct = float((keys @ dw.T).pow(2).sum(1).mean() / (keys @ w.T).pow(2).sum(1).mean())
+    assert abs(text_change(dw, w, c0) - direct) < 1e-12
 
 
 def test_memit_seq_adds_earlier_keys_to_the_preservation_term(bpe, corpus_file):

@@ -226,8 +226,10 @@ def _print_summary(meta: dict) -> None:
     for info in infos:
         def fmt(key, spec, info=info):
             return format(info[key], spec) if info.get(key) is not None else "n/a"
+        null = f"   null space {info['null_dim']} dims, {info['null_energy']:.1%} of text energy" if "null_energy" in info else ""
         print(f"  layer {info['layer']:3d}: residual {fmt('resid_norm', '8.3f')}   ‖ΔW‖/‖W‖ {fmt('delta_rel_norm', '.4f')}"
-              f"   cond {fmt('cond', '.2e')}   max key |cos| {fmt('max_key_overlap', '.2f')}")
+              f"   text change {fmt('text_change', '.1e')}   cond {fmt('cond', '.2e')}"
+              f"   max key |cos| {fmt('max_key_overlap', '.2f')}{null}")
     if "resid_after" in meta:
         print(f"  residual after the edit {meta['resid_after']:.3f} (mean ‖z − output‖ at layer {meta['layers'][-1]})")
     print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))

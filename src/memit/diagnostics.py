@@ -26,6 +26,18 @@ def cond_of_eigenvalues(ev: torch.Tensor) -> float:
     return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
 
 
+def text_change(delta_w: torch.Tensor, weight: torch.Tensor, c0: torch.Tensor) -> float | None:
+    """tr(ΔW C₀ ΔWᵀ) / tr(W C₀ Wᵀ): how much the layer's output on ordinary text moves, as a
+    share of its mean square. It is the cost MEMIT's λ term prices, so it compares methods that
+    protect the preserved text differently (MEMIT's λC₀ against AlphaEdit's null space).
+    ``delta_w`` and ``weight`` are (d_model, d_ff)."""
+    if c0.shape[0] > COND_MAX_DFF:
+        return None
+    c = c0.double()
+    d, w = delta_w.double().to(c.device), weight.double().to(c.device)
+    return float(((d @ c) * d).sum() / ((w @ c) * w).sum())
+
+
 def max_key_overlap(keys: torch.Tensor) -> float | None:
     """Largest |cosine| between the keys of two different requests."""
     return _max_abs_cos(keys)[1] if keys.shape[1] > 1 else None

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from memit import hooks, weights
 from memit.delta import Delta
-from memit.diagnostics import max_key_overlap, spectrum, update_overlap
+from memit.diagnostics import max_key_overlap, spectrum, text_change, update_overlap
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams, default_hparams
 from memit.methods.ridge import RidgeMatchNorm
@@ -226,6 +226,9 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
                 cond = None
             if hasattr(solver, "layer_info"):
                 extra |= solver.layer_info(layer)
+            if hp.preservation == "cov":
+                extra["text_change"] = text_change(upd.T if arch.conv1d else upd, as_math(originals[name], arch),
+                                                   stats[layer])
             if cond is not None and cond > COND_WARN:
                 warnings.warn(f"layer {layer}: the system λC₀ + KKᵀ is poorly conditioned (cond {cond:.2e}); "
                               "consider a larger λ or more statistics tokens", stacklevel=2)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import torch
 
+from memit import weights
 from memit.delta import Delta
+from memit.diagnostics import text_change
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.fingerprint import tensor_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.methods.memit import edit as memit_edit
-from memit.models.arch import dims, get_arch
+from memit.models.arch import as_math, dims, get_arch
 from memit.models.loading import cache_dir
 from memit.requests import EditRequest
 from memit.stats import second_moments
@@ -39,24 +41,43 @@ def edit_memit_seq(model, tokenizer, requests: list[EditRequest], hp: MemitHyper
     """MEMIT with the keys of earlier batches (``prior``: K_pK_pᵀ per layer) in the preservation term."""
     stats = _stats(model, tokenizer, hp, progress)
     lam = hp.lambda_for(dims(model, get_arch(model))[1])
+    plain = stats
     if prior:
         stats = {layer: c0 + prior[layer].to(c0.dtype) / lam if layer in prior else c0 for layer, c0 in stats.items()}
-    return memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="memit-seq", **kw)
+    delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="memit-seq", **kw)
+    arch = get_arch(model)
+    for info in delta.meta["layers_info"]:  # on ordinary text alone (C₀), as for the other methods
+        name = arch.mlp_out_name(info["layer"]) + ".weight"
+        w = delta._originals.get(name, weights.read(model, name))  # the weight before this edit
+        info["text_change"] = text_change(as_math(delta.weights[name], arch), as_math(w, arch), plain[info["layer"]])
+    return delta
 
 
-def null_projector(c0: torch.Tensor, threshold: float) -> torch.Tensor:
-    """P = ÛÛᵀ over the eigenvectors of C₀ with eigenvalue < threshold (float64), cached on disk by
+def null_projector(c0: torch.Tensor, threshold: float, energy: float | None = None) -> torch.Tensor:
+    """P = ÛÛᵀ over the eigenvectors of C₀ with eigenvalue < threshold, or, with ``energy``, over
+    the smallest ones that together hold at most that share of tr C₀ (float64). Cached on disk by
     the content of C₀: an eigendecomposition of a large layer takes minutes."""
-    path = cache_dir() / "stats" / f"null-{tensor_fingerprint(c0)[:16]}-{threshold:g}.safetensors"
+    rule = f"e{energy:g}" if energy is not None else f"{threshold:g}"
+    path = cache_dir() / "stats" / f"null-{tensor_fingerprint(c0)[:16]}-{rule}.safetensors"
     try:
         return load_tensors(path)[0]["P"].double()
     except CorruptFileError:  # missing or damaged: compute it
         pass
-    ev, vecs = torch.linalg.eigh(c0.double())
-    u = vecs[:, ev < threshold]
+    ev, vecs = torch.linalg.eigh(c0.double())  # ascending
+    if energy is None:
+        null = ev < threshold
+    else:
+        null = ev.clamp(min=0).cumsum(0) <= energy * ev.clamp(min=0).sum()
+    u = vecs[:, null]
     p = u @ u.T
-    save_tensors(path, {"P": p}, {"threshold": threshold, "null_dim": int(u.shape[1]), "d_ff": int(c0.shape[0])})
+    save_tensors(path, {"P": p}, {"rule": rule, "null_dim": int(u.shape[1]), "d_ff": int(c0.shape[0])})
     return p
+
+
+def null_energy(p: torch.Tensor, c0: torch.Tensor) -> float:
+    """The share of ordinary text's key energy (tr C₀) that lies in the null space: what the
+    projection leaves exposed. Near 0 is AlphaEdit's premise; on a full-rank C₀ it need not be."""
+    return float((p * c0.double()).sum() / c0.double().trace())
 
 
 class AlphaEditSolve:
@@ -84,11 +105,13 @@ class AlphaEditSolve:
 def edit_alphaedit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
                    prior: dict[int, torch.Tensor] | None = None, progress: bool = True, **kw) -> Delta:
     stats = _stats(model, tokenizer, hp, progress)
-    projectors = {layer: null_projector(stats[layer], hp.null_threshold) for layer in hp.layers}
+    projectors = {layer: null_projector(stats[layer], hp.null_threshold, hp.null_energy) for layer in hp.layers}
     delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="alphaedit",
                        solver=AlphaEditSolve(projectors, prior, hp.alpha), **kw)
     for info in delta.meta["layers_info"]:
-        info["null_dim"] = round(float(projectors[info["layer"]].trace()))
+        p = projectors[info["layer"]]
+        info["null_dim"] = round(float(p.trace()))
+        info["null_energy"] = null_energy(p, stats[info["layer"]])
     return delta
 
 
