@@ -204,6 +204,34 @@ def sequential_section() -> list[str]:
                     ""]
 
 
+def alphaedit_section() -> list[str]:
+    """Why AlphaEdit runs with its own absolute threshold here: the tuning on counterfact-train."""
+    from tune_alphaedit import table
+
+    tune = load_results("alphaedit_tuning/tune_n*.json")
+    if not tune:
+        return ["*Not measured yet.*", ""]
+    t = tune[0]
+    li = t["runs"]["threshold2e-2_alpha1.0"]["layers_info"]
+    dims = sorted(x["null_dim"] for x in li)
+    shares = sorted(x["null_energy"] for x in li)
+    lo, hi = min(e["min"] for e in t["c0_eigenvalues"].values()), max(e["min"] for e in t["c0_eigenvalues"].values())
+    text = (f"Command: `python benchmarks/tune_alphaedit.py --n {t['n']}` (counterfact-train, first {t['n']} records, "
+            "one batch, the same target vectors for every row; perplexity on the first 20,000 tokens of wikitext-2 "
+            "*validation*). AlphaEdit projects the update onto the eigenvectors of C₀ below a threshold, assuming they "
+            "carry almost none of ordinary text's key energy. On SmolLM2 (d_ff 1,536) C₀ is full rank at layers 3–8 "
+            f"(smallest eigenvalue {lo:.1e}–{hi:.1e}, of 100,000 tokens): "
+            f"the absolute threshold 2·10⁻² of AlphaEdit's code takes {dims[0]:,}–{dims[-1]:,} directions holding "
+            f"{shares[0]:.0%}–{shares[-1]:.0%} of tr C₀. Choosing the null space by the share of tr C₀ it may hold "
+            "(`null_energy`) makes it worse, not better: a smaller null space leaves the update fewer directions, so "
+            "either the edits fail (α = 10) or ΔW grows in the directions left and moves ordinary text more (α = 1). "
+            "No AlphaEdit setting reaches MEMIT's efficacy with as little text change "
+            "(tr(ΔW C₀ ΔWᵀ)/tr(W C₀ Wᵀ) per layer). The sequential runs use AlphaEdit's own threshold with α = 1, the "
+            "best efficacy of the settings tried; AlphaEdit's code uses α = 10.")
+    return [text, "", table(t), "", "![AlphaEdit tuning](../benchmarks/results/alphaedit_tuning/tune_n100.png)", "",
+            f"File: `{t['_file']}`. Machine: {fmt_machine(t['machine'])}.", ""]
+
+
 def speed_section() -> list[str]:
     """Phase times of the fast path against the in-project reference loop, and the issue's targets."""
     speed = sorted(load_results("speed/speed_n*.json"), key=lambda r: r["n"])
@@ -273,6 +301,7 @@ def main() -> None:
     out += ["## Layer-band ablation (N = 100)", ""] + bands_section()
     out += ["## MEMIT against ROME and FT-L (one batch)", ""] + methods_section()
     out += ["## Sequential editing: MEMIT, MEMIT-seq and AlphaEdit over 2,000 edits", ""] + sequential_section()
+    out += ["## AlphaEdit's null space on SmolLM2", ""] + alphaedit_section()
     tune = load_results("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
     if tune:
