@@ -6,11 +6,11 @@ import torch
 
 import memit
 from helpers import ALL_TYPES, tiny_model
+from memit.diagnostics import text_change
 from memit.hparams import MemitHyperParams
 from memit.methods import METHODS, run
 from memit.methods.memit import compute_keys, edit, solve_update
 from memit.methods.rome import RomeSolve
-from memit.diagnostics import text_change
 from memit.methods.sequential import AlphaEditSolve, key_outer_sums, null_energy, null_projector
 from memit.models.arch import as_math, get_arch
 from memit.stats import second_moments
@@ -175,6 +175,10 @@ def test_memit_seq_adds_earlier_keys_to_the_preservation_term(bpe, corpus_file):
     expected = r @ k.T @ torch.linalg.inv(lam * c0 + earlier[2] + k @ k.T)
     torch.testing.assert_close(as_math(seq.weights[name], get_arch(model)).double(), expected, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(expected, solve_update(r, k, c0, lam))  # the earlier keys did change it
+    # its text change is measured on C₀ alone, not on the augmented preservation matrix
+    w = as_math(model.get_parameter(name), get_arch(model)).detach()
+    got = seq.meta["layers_info"][0]["text_change"]
+    assert got == pytest.approx(text_change(as_math(seq.weights[name], get_arch(model)), w, c0), rel=1e-6)
 
 
 @pytest.mark.parametrize("model_type", ALL_TYPES)
@@ -186,6 +190,8 @@ def test_every_method_runs_on_every_family(bpe, corpus_file, model_type):
         d = run(method, model, bpe, REQS[:2], hp, progress=False)
         assert d.meta["method"] in (method, "ft-l") and d.weights
         assert all(torch.isfinite(w).all() for w in d.weights.values())
+        if method in ("memit", "emmet", "memit-seq", "alphaedit"):  # the C₀-based ones say how much text moved
+            assert all(info["text_change"] > 0 for info in d.meta["layers_info"]), method
         d.revert(model)
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), method
 
