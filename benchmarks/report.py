@@ -136,6 +136,10 @@ def methods_section() -> list[str]:
     runs = load_results("methods/counterfact_*_n*.json")
     if not runs:
         return ["*Not run yet.*", ""]
+    # MEMIT at N = 1000 is the review's run (the same edit, with perplexity and retention added): not run twice.
+    have = {(r["method"], r["n"]) for r in runs}
+    runs += [dict(r, shared=True) for r in load_results("review/n1000/cov/counterfact_memit_n1000.json")
+             if ("memit", r["n"]) not in have]
     order = {"memit": 0, "rome": 1, "ft-l": 2, "ft-w": 3}
     runs.sort(key=lambda r: (r["n"], order.get(r["method"], 9)))
     lines = [("Command: `memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/counterfact-edit.json "
@@ -156,7 +160,7 @@ def methods_section() -> list[str]:
             e, t = r["edited"], r["timings"]
             rel = f"{max(x['delta_rel_norm'] for x in r['layers_info']):.4f}" + ("†" if r["method"] == "rome" else "")
             vectors = f"{t['targets']:.0f} s" if "targets" in t else "none used"
-            lines.append(f"| {n} | {r['method']} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | "
+            lines.append(f"| {n} | {r['method']}{'‡' if r.get('shared') else ''} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | "
                          f"{e['Score']:.1f} | {e.get('GE', float('nan')):.1f} | {rel} | {r['edit_wall_s']:.0f} s "
                          f"({vectors}) | {str(r['machine']['commit'])[:7]} |")
         if len(group) > 1:
@@ -164,6 +168,9 @@ def methods_section() -> list[str]:
                                f"N = {n} on counterfact-edit: MEMIT, ROME (request by request), FT-L, FT-W")
             plots += ["", f"![methods at N = {n}](../{png.relative_to(ROOT)})"]
     lines += ["", "† ROME: the largest change made by a single request (it records one rank-one update per request)."]
+    if any(r.get("shared") for r in runs):
+        lines += ["", ("‡ The review's run of the same edit (`python benchmarks/review.py run cov-1000`, which adds "
+                  "`--perplexity` and `--retention` to this command), not run a second time.")]
     lines += plots
     return lines + ["", f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.",
                     ""]
