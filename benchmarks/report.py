@@ -206,6 +206,14 @@ def sequential_section() -> list[str]:
         if len(pts) - 1 < -(-r["n"] // r["batch_size"]):
             lines.append(f"| {r['method']} | *in progress: {len(pts) - 1} of {-(-r['n'] // r['batch_size'])} batches* "
                          "| | | | | | |")
+    drift = load_results("sequential/text_change.json")
+    if drift:
+        lines += ["", ("How far the edited layers moved on ordinary text (`python benchmarks/seq_drift.py`, run where the "
+                       "journals are; file `benchmarks/results/sequential/text_change.json`): the mean over layers 3–8 of "
+                       "tr(ΣΔW C₀ ΣΔWᵀ)/tr(W C₀ Wᵀ) after the batches so far, C₀ and W of the unedited model: "
+                       + "; ".join(f"{m} {pts[-1]['mean']:.3f} after {pts[-1]['edits']}"
+                                   for m, pts in drift[0]["runs"].items()) + "."),
+                  "", "![text change](../benchmarks/results/sequential/text_change.png)"]
     return lines + ["", "![sequential editing](../benchmarks/results/sequential/counterfact_sequential.png)", "",
                     f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.",
                     ""]

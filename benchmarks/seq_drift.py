@@ -1,0 +1,82 @@
+"""How far sequential editing moves the edited layers on ordinary text, batch after batch.
+
+For each sequential run's journal (``benchmarks/results/sequential/*.journal``, kept on the machine
+that ran it: the deltas are 21 MB a step and are not committed), the sum of the first k steps'
+ΔW per layer is measured against the unedited model: tr(ΣΔW C₀ ΣΔWᵀ) / tr(W C₀ Wᵀ), with C₀ the
+unedited model's statistics. MEMIT's λ term prices exactly this; AlphaEdit's projection is meant
+to keep it near zero. Writes ``text_change.json`` and a PNG beside the results.
+
+    python benchmarks/seq_drift.py --dir benchmarks/results/sequential [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import memit
+from memit import weights
+from memit.delta import load_delta
+from memit.diagnostics import text_change
+from memit.eval.plots import pyplot, save
+from memit.hparams import preset_for
+from memit.journal import Journal
+from memit.models.arch import as_math, get_arch
+from memit.stats import second_moments
+
+
+def drift(journal: Journal, model, arch, c0: dict) -> list[dict]:
+    """Per step k: the text change of each edited layer after steps 1..k, and their mean."""
+    total: dict[str, object] = {}
+    out = []
+    for k in range(1, len(journal.steps) + 1):
+        d = load_delta(journal.dir / f"step-{k:04d}.safetensors")
+        for name, dw in d.weights.items():
+            total[name] = total[name] + dw.double() if name in total else dw.double()
+        per_layer = {}
+        for name, dw in total.items():
+            layer = next(la for la in c0 if arch.mlp_out_name(la) + ".weight" == name)
+            per_layer[layer] = text_change(as_math(dw, arch), as_math(weights.read(model, name), arch), c0[layer])
+        out.append({"step": k, "edits": sum(s.get("n_requests", 0) for s in journal.steps[:k]),
+                    "per_layer": per_layer, "mean": sum(per_layer.values()) / len(per_layer)})
+    return out
+
+
+def plot(result: dict, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, points in result["runs"].items():
+        ax.plot([p["edits"] for p in points], [p["mean"] for p in points], "o-", label=method, ms=3)
+    ax.set_xlabel("edits so far")
+    ax.set_ylabel("text change of the edited layers (mean)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("tr(ΣΔW C₀ ΣΔWᵀ) / tr(W C₀ Wᵀ), C₀ and W of the unedited model", fontsize=9)
+    return save(fig, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dir", default="benchmarks/results/sequential", help="where the runs and their journals are")
+    ap.add_argument("--out", help="where to write text_change.json/.png (default: --dir)")
+    args = ap.parse_args()
+    folder, out = Path(args.dir), Path(args.out or args.dir)
+    model, tok = memit.load_model("smollm2-135m")
+    arch = get_arch(model)
+    hp = preset_for("smollm2-135m")
+    c0 = second_moments(model, tok, arch, hp.layers, corpus=hp.stats_corpus, max_tokens=hp.stats_tokens,
+                        seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens)
+    result = {"runs": {}}
+    for jdir in sorted(folder.glob("*.journal")):
+        method = json.loads(jdir.with_suffix(".json").read_text())["method"]
+        result["runs"][method] = drift(Journal(jdir), model, arch, c0)
+        last = result["runs"][method][-1]
+        print(f"{method}: {last['edits']} edits, mean text change {last['mean']:.4f}")
+    (out / "text_change.json").write_text(json.dumps(result, indent=1))
+    plot(result, out / "text_change.png")
+
+
+if __name__ == "__main__":
+    main()
