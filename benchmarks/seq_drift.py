@@ -23,21 +23,20 @@ from memit.eval.plots import pyplot, save
 from memit.hparams import preset_for
 from memit.journal import Journal
 from memit.models.arch import as_math, get_arch
-from memit.stats import second_moments
+from memit.stats import stats_for
 
 
 def drift(journal: Journal, model, arch, c0: dict) -> list[dict]:
     """Per step k: the text change of each edited layer after steps 1..k, and their mean."""
+    layer_of = {arch.mlp_out_name(layer) + ".weight": layer for layer in c0}
     total: dict[str, object] = {}
     out = []
     for k in range(1, len(journal.steps) + 1):
         d = load_delta(journal.dir / f"step-{k:04d}.safetensors")
         for name, dw in d.weights.items():
             total[name] = total[name] + dw.double() if name in total else dw.double()
-        per_layer = {}
-        for name, dw in total.items():
-            layer = next(la for la in c0 if arch.mlp_out_name(la) + ".weight" == name)
-            per_layer[layer] = text_change(as_math(dw, arch), as_math(weights.read(model, name), arch), c0[layer])
+        per_layer = {layer_of[name]: text_change(as_math(dw, arch), as_math(weights.read(model, name), arch),
+                                                 c0[layer_of[name]]) for name, dw in total.items()}
         out.append({"step": k, "edits": sum(s.get("n_requests", 0) for s in journal.steps[:k]),
                     "per_layer": per_layer, "mean": sum(per_layer.values()) / len(per_layer)})
     return out
@@ -65,9 +64,7 @@ def main() -> None:
     folder, out = Path(args.dir), Path(args.out or args.dir)
     model, tok = memit.load_model("smollm2-135m")
     arch = get_arch(model)
-    hp = preset_for("smollm2-135m")
-    c0 = second_moments(model, tok, arch, hp.layers, corpus=hp.stats_corpus, max_tokens=hp.stats_tokens,
-                        seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens)
+    c0 = stats_for(model, tok, preset_for("smollm2-135m"))
     result = {"runs": {}}
     for jdir in sorted(folder.glob("*.journal")):
         method = json.loads(jdir.with_suffix(".json").read_text())["method"]

@@ -28,9 +28,8 @@ from memit.eval.plots import pyplot, save
 from memit.eval.run import machine
 from memit.hparams import preset_for
 from memit.methods import run
-from memit.models.arch import get_arch
 from memit.models.loading import cache_dir
-from memit.stats import second_moments
+from memit.stats import stats_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 DATA = SHARED / "counterfact/easyedit/counterfact-train.json"
@@ -69,9 +68,7 @@ def measure(results: dict, n: int, file: Path) -> None:
         results["unedited"] = counterfact_summary(counterfact_case_scores(model, tok, cases))
         results["unedited"]["perplexity"] = perplexity(model, tok, str(VALID))
     if "c0_eigenvalues" not in results:  # the premise: does C₀ have a near-null space at all?
-        hp = preset_for("smollm2-135m")
-        c0 = second_moments(model, tok, get_arch(model), hp.layers, corpus=hp.stats_corpus, max_tokens=hp.stats_tokens,
-                            seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens)
+        c0 = stats_for(model, tok, preset_for("smollm2-135m"))
         results["c0_eigenvalues"] = {str(layer): {"min": float(ev[0]), "max": float(ev[-1])}
                                      for layer, ev in ((la, torch.linalg.eigvalsh(c)) for la, c in c0.items())}
     results.update(n=n, data=str(DATA), perplexity_text=str(VALID), machine=machine())

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from memit import hooks
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.fingerprint import layer_fingerprints, tensor_fingerprint
-from memit.models.arch import Arch, dims
+from memit.models.arch import Arch, dims, get_arch
 from memit.models.loading import cache_dir
 from memit.tokens import pad
 from memit.weights import input_device
@@ -277,6 +277,14 @@ def second_moments(model, tokenizer, arch: Arch, layers: list[int], *, corpus: s
                             {"corpus": corpus or BUNDLED, "seq_len": seq_len, "drift": drift[layer]})
             partial.unlink(missing_ok=True)
     return out
+
+
+def stats_for(model, tokenizer, hp, *, progress: bool = True) -> dict[int, torch.Tensor]:
+    """C₀ of ``hp.layers`` with the statistics settings of ``hp`` (a MemitHyperParams): the call
+    every method, the CLI and the benchmarks make, so they all hit the same cache entries."""
+    return second_moments(model, tokenizer, get_arch(model), hp.layers, corpus=hp.stats_corpus,
+                          max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens,
+                          progress=progress)
 
 
 def _report_drift(drift: dict[int, list], count: int, progress: bool) -> None:

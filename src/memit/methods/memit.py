@@ -26,7 +26,7 @@ from memit.hparams import MemitHyperParams, default_hparams
 from memit.methods.ridge import RidgeMatchNorm
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
-from memit.stats import second_moments
+from memit.stats import stats_for
 from memit.targets import Targets, compute_targets, generate_prefixes
 from memit.tokens import TokenizationError, chunks, encode_filled, pad
 from memit.weights import input_device
@@ -114,7 +114,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
          arch: Arch | dict | None = None, stats: dict[int, torch.Tensor] | None = None,
          targets: Targets | None = None, apply: bool = True, progress: bool = True,
          checkpoint: str | Path | None = None, solver: Solver | None = None, method: str = "memit",
-         fingerprint: str | None = None) -> Delta:
+         fingerprint: str | None = None, text_stats: dict[int, torch.Tensor] | None = None) -> Delta:
     """Edit ``model`` so it states each request's ``target_new``; return the weight changes.
 
     With ``apply=True`` (default) the model is left edited and ``delta.revert(model)`` restores it
@@ -128,6 +128,8 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     λ, the lower layers, the preservation term or the other requests skip their optimisation. ``solver`` replaces MEMIT's closed form (other methods
     share everything else); ``method`` names it in the metadata. ``fingerprint`` may give the
     model's fingerprint when the caller already knows it (hashing the weights takes a second).
+    ``text_stats`` is the plain C₀ for the text-change diagnostic when ``stats`` holds more than
+    that (MEMIT-seq adds the earlier batches' keys).
     """
     if not isinstance(arch, Arch):
         arch = get_arch(model, arch)
@@ -152,9 +154,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     if hp.preservation != "cov":  # the ablations of the preservation term: C₀ → I (ridge) or λ = 0
         stats = {layer: torch.eye(d_ff, dtype=torch.float64) for layer in hp.layers}
     elif stats is None or any(layer not in stats for layer in hp.layers):
-        stats = second_moments(model, tokenizer, arch, hp.layers, corpus=hp.stats_corpus,
-                               max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len,
-                               batch_tokens=hp.batch_tokens, progress=progress)
+        stats = stats_for(model, tokenizer, hp, progress=progress)
     timings["stats"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -228,7 +228,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
                 extra |= solver.layer_info(layer)
             if hp.preservation == "cov":
                 extra["text_change"] = text_change(upd.T if arch.conv1d else upd, as_math(originals[name], arch),
-                                                   stats[layer])
+                                                   (text_stats or stats)[layer])
             if cond is not None and cond > COND_WARN:
                 warnings.warn(f"layer {layer}: the system λC₀ + KKᵀ is poorly conditioned (cond {cond:.2e}); "
                               "consider a larger λ or more statistics tokens", stacklevel=2)

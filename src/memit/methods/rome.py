@@ -25,7 +25,7 @@ from memit.hparams import MemitHyperParams
 from memit.methods.memit import edit as memit_edit
 from memit.models.arch import get_arch
 from memit.requests import EditRequest
-from memit.stats import second_moments
+from memit.stats import stats_for
 
 
 class RomeSolve:
@@ -67,8 +67,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     layer = hparams.rome_layer()
     hp = dataclasses.replace(hparams, layers=[layer], clamp_norm_factor=hparams.rome_clamp_norm_factor)
     if stats is None or layer not in stats:
-        stats = second_moments(model, tokenizer, arch, [layer], corpus=hp.stats_corpus, max_tokens=hp.stats_tokens,
-                               seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens, progress=progress)
+        stats = stats_for(model, tokenizer, hp, progress=progress)
     name = arch.mlp_out_name(layer) + ".weight"
     w0 = weights.read(model, name).detach().clone()
     total = torch.zeros(w0.shape, dtype=torch.float32)

@@ -17,40 +17,27 @@ from __future__ import annotations
 
 import torch
 
-from memit import weights
 from memit.delta import Delta
-from memit.diagnostics import text_change
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.fingerprint import tensor_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.methods.memit import edit as memit_edit
-from memit.models.arch import as_math, dims, get_arch
+from memit.models.arch import dims, get_arch
 from memit.models.loading import cache_dir
 from memit.requests import EditRequest
-from memit.stats import second_moments
-
-
-def _stats(model, tokenizer, hp: MemitHyperParams, progress: bool) -> dict[int, torch.Tensor]:
-    return second_moments(model, tokenizer, get_arch(model), hp.layers, corpus=hp.stats_corpus,
-                          max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len, batch_tokens=hp.batch_tokens,
-                          progress=progress)
+from memit.stats import stats_for
 
 
 def edit_memit_seq(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
                    prior: dict[int, torch.Tensor] | None = None, progress: bool = True, **kw) -> Delta:
     """MEMIT with the keys of earlier batches (``prior``: K_pK_pᵀ per layer) in the preservation term."""
-    stats = _stats(model, tokenizer, hp, progress)
+    stats = stats_for(model, tokenizer, hp, progress=progress)
     lam = hp.lambda_for(dims(model, get_arch(model))[1])
     plain = stats
     if prior:
         stats = {layer: c0 + prior[layer].to(c0.dtype) / lam if layer in prior else c0 for layer, c0 in stats.items()}
-    delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="memit-seq", **kw)
-    arch = get_arch(model)
-    for info in delta.meta["layers_info"]:  # on ordinary text alone (C₀), as for the other methods
-        name = arch.mlp_out_name(info["layer"]) + ".weight"
-        w = delta._originals.get(name, weights.read(model, name))  # the weight before this edit
-        info["text_change"] = text_change(as_math(delta.weights[name], arch), as_math(w, arch), plain[info["layer"]])
-    return delta
+    return memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="memit-seq",
+                      text_stats=plain, **kw)  # text change on ordinary text alone, as for the other methods
 
 
 def null_projector(c0: torch.Tensor, threshold: float, energy: float | None = None) -> torch.Tensor:
@@ -104,7 +91,7 @@ class AlphaEditSolve:
 
 def edit_alphaedit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
                    prior: dict[int, torch.Tensor] | None = None, progress: bool = True, **kw) -> Delta:
-    stats = _stats(model, tokenizer, hp, progress)
+    stats = stats_for(model, tokenizer, hp, progress=progress)
     projectors = {layer: null_projector(stats[layer], hp.null_threshold, hp.null_energy) for layer in hp.layers}
     delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="alphaedit",
                        solver=AlphaEditSolve(projectors, prior, hp.alpha), **kw)
