@@ -30,6 +30,14 @@ def fmt_machine(m: dict) -> str:
     return f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')}), commit {str(m.get('commit'))[:10]}"
 
 
+def fmt_files(runs: list[dict]) -> str:
+    """The result files, each with the commit it ran at (runs of one table often span commits), and the machine."""
+    files = ", ".join(f"`{r['_file']}` ({str(r.get('machine', {}).get('commit'))[:10]})" for r in runs)
+    machines = dict.fromkeys(f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')})"
+                             for r in runs if (m := r.get("machine")))
+    return f"Files (commit): {files}. Machine: {'; '.join(machines) or 'not recorded'}."
+
+
 def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
     runs = sorted((r for r in load_results(f"{folder}/{dataset}_memit_n*.json")
                    if re.fullmatch(rf"{dataset}_memit_n\d+\.json", Path(r["_file"]).name)), key=lambda r: r["n"])
@@ -70,7 +78,7 @@ def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
                 return f"{g['n']}, {g['ES']:.1f}, {g['PS']:.1f}" if g["n"] else "0"
             lines.append(f"| {r['n']} | {r['strata']['failed_edits']} | {cell(h)} | {cell(ez)} |")
     lines += ["", f"![{dataset} scaling]({Path('..') / 'benchmarks/results' / folder / f'{dataset}_memit_scaling.png'})",
-              "", f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[-1]['machine'])}.",
+              "", fmt_files(runs),
               ""]
     return lines
 
@@ -127,7 +135,7 @@ def bands_section() -> list[str]:
                        "block.")]
     lines += [
               "", f"![layer bands](../{png.relative_to(ROOT)})", "",
-              f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.", ""]
+              fmt_files(runs), ""]
     return lines
 
 
@@ -172,7 +180,7 @@ def methods_section() -> list[str]:
         lines += ["", ("‡ The review's run of the same edit (`python benchmarks/review.py run cov-1000`, which adds "
                   "`--perplexity` and `--retention` to this command), not run a second time.")]
     lines += plots
-    return lines + ["", f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.",
+    return lines + ["", fmt_files(runs),
                     ""]
 
 
@@ -215,7 +223,7 @@ def sequential_section() -> list[str]:
                                    for m, pts in drift[0]["runs"].items()) + "."),
                   "", "![text change](../benchmarks/results/sequential/text_change.png)"]
     return lines + ["", "![sequential editing](../benchmarks/results/sequential/counterfact_sequential.png)", "",
-                    f"Files: {', '.join('`' + r['_file'] + '`' for r in runs)}. Machine: {fmt_machine(runs[0]['machine'])}.",
+                    fmt_files(runs),
                     ""]
 
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from report import SEQ_COMMAND, fmt_ci, fmt_machine, load_results
+from report import SEQ_COMMAND, fmt_ci, fmt_files, load_results
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
@@ -117,7 +117,7 @@ def stability_section() -> list[str]:
     png = spectrum_plot([r for _, r in runs], [f"N = {r['n']}" for _, r in runs], RES / "spectra.png")
     lines += ["", f"![spectra](../{png.relative_to(ROOT)})", "",
               "Commands: " + "; ".join(f"`{command(name)}`" for name, _ in runs) + ".",
-              f"Files: {', '.join('`' + r['_file'] + '`' for _, r in runs)}. Machine: {fmt_machine(runs[0][1]['machine'])}.", ""]
+              fmt_files([r for _, r in runs]), ""]
     return lines
 
 
@@ -150,7 +150,7 @@ def preservation_section() -> list[str]:
             lines.append(f"| {n} | {label} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
                          f"{e.get('GE', float('nan')):.1f} | {e.get('perplexity', float('nan')):.2f} | {_norm(r)} | "
                          f"{cond} | `{command(_name(r))}` |")
-        files += [r["_file"] for _, r in rows]
+        files += [r for _, r in rows]
     if not files:
         return ["*Not run yet.*", ""]
     sweep = [(r["lambda"], r) for name in ("none-100", "cov-100", *(n for n in RUNS if n.startswith("lambda")))
@@ -173,7 +173,7 @@ def preservation_section() -> list[str]:
         if ident:
             lams = ", ".join(f"{x['lambda']:.3g}" for x in ident["layers_info"])
             lines += ["", f"N = {n}, λ per layer found for C₀ → I: {lams} (0: ridge could not spend the budget)."]
-    return lines + ["", f"Files: {', '.join('`' + f + '`' for f in files)}.", ""]
+    return lines + ["", fmt_files(files), ""]
 
 
 def apriori_section() -> list[str]:
@@ -213,7 +213,7 @@ def apriori_section() -> list[str]:
                          f"{e.get('GE', float('nan')):.1f} | `{command(_name(r))}` |")
         lines += ["", f"Gap at N = 1,000: {o['edited']['Score'] - a['edited']['Score']:+.1f} Score points (oracle − a priori)."]
         files += big
-    return lines + ["", f"Files: {', '.join('`' + r['_file'] + '`' for r in files)}.", ""]
+    return lines + ["", fmt_files(files), ""]
 
 
 def random_section() -> list[str]:
@@ -235,7 +235,7 @@ def random_section() -> list[str]:
             return f"{g['n']}, {g['ES']:.1f}, {g['PS']:.1f}" if g["n"] else "0"
         lines.append(f"| {label} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
                      f"{st['failed_edits']} | {cell(st['hard'])} | {cell(st['easy'])} | `{command(_name(r))}` |")
-    return lines + ["", f"Files: {', '.join('`' + r['_file'] + '`' for _, r in rows)}.", ""]
+    return lines + ["", fmt_files([r for _, r in rows]), ""]
 
 
 def retention_section() -> list[str]:
@@ -265,8 +265,8 @@ def retention_section() -> list[str]:
                        "../shared/data/zsre/zsre_mend_eval_portability_gpt4.json --n N --out benchmarks/results/scaling`):"),
                   "", "| N | loc accuracy unedited → edited |", "|---|---|"]
         lines += [f"| {r['n']} | {r['unedited']['specificity']:.1f} → {fmt_ci(r['edited'], 'specificity')} |" for r in zsre]
-    files = [r["_file"] for r in rows + seqs + zsre]
-    return lines + ["", f"Files: {', '.join('`' + f + '`' for f in files)}.", ""]
+    files = rows + seqs + zsre
+    return lines + ["", fmt_files(files), ""]
 
 
 def report() -> None:
