@@ -26,12 +26,12 @@ from memit.models.arch import as_math, get_arch
 from memit.stats import stats_for
 
 
-def drift(journal: Journal, model, arch, c0: dict) -> list[dict]:
-    """Per step k: the text change of each edited layer after steps 1..k, and their mean."""
+def drift(journal: Journal, model, arch, c0: dict, steps: int) -> list[dict]:
+    """Per step k ≤ ``steps``: the text change of each edited layer after steps 1..k, and their mean."""
     layer_of = {arch.mlp_out_name(layer) + ".weight": layer for layer in c0}
     total: dict[str, object] = {}
     out = []
-    for k in range(1, len(journal.steps) + 1):
+    for k in range(1, min(steps, len(journal.steps)) + 1):
         d = load_delta(journal.dir / f"step-{k:04d}.safetensors")
         for name, dw in d.weights.items():
             total[name] = total[name] + dw.double() if name in total else dw.double()
@@ -67,10 +67,11 @@ def main() -> None:
     c0 = stats_for(model, tok, preset_for("smollm2-135m"))
     result = {"runs": {}}
     for jdir in sorted(folder.glob("*.journal")):
-        method = json.loads(jdir.with_suffix(".json").read_text())["method"]
-        result["runs"][method] = drift(Journal(jdir), model, arch, c0)
-        last = result["runs"][method][-1]
-        print(f"{method}: {last['edits']} edits, mean text change {last['mean']:.4f}")
+        run = json.loads(jdir.with_suffix(".json").read_text())
+        # Only the steps the result file has scored, so this page and the scores show the same edits.
+        result["runs"][run["method"]] = drift(Journal(jdir), model, arch, c0, len(run["points"]) - 1)
+        last = result["runs"][run["method"]][-1]
+        print(f"{run['method']}: {last['edits']} edits, mean text change {last['mean']:.4f}")
     (out / "text_change.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "text_change.png")
 
