@@ -26,15 +26,18 @@ def fmt_ci(d: dict, k: str) -> str:
     return f"{d[k]:.1f} [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else f"{d[k]:.1f}"
 
 
+def _machine(m: dict) -> str:
+    return f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')})"
+
+
 def fmt_machine(m: dict) -> str:
-    return f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')}), commit {str(m.get('commit'))[:10]}"
+    return f"{_machine(m)}, commit {str(m.get('commit'))[:10]}"
 
 
 def fmt_files(runs: list[dict]) -> str:
     """The result files, each with the commit it ran at (runs of one table often span commits), and the machine."""
     files = ", ".join(f"`{r['_file']}` ({str(r.get('machine', {}).get('commit'))[:10]})" for r in runs)
-    machines = dict.fromkeys(f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')})"
-                             for r in runs if (m := r.get("machine")))
+    machines = dict.fromkeys(_machine(r["machine"]) for r in runs if r.get("machine"))
     return f"Files (commit): {files}. Machine: {'; '.join(machines) or 'not recorded'}."
 
 

@@ -248,13 +248,11 @@ def cmd_apply(args) -> None:
 
 def cmd_stats(args) -> None:
     from memit.models.arch import get_arch
-    from memit.stats import stats_for
+    from memit.stats import stats_for, stats_info, world_rank
 
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
     c0 = stats_for(model, tokenizer, hp)
-    from memit.stats import stats_info, world_rank
-
     if world_rank()[0] == 0:
         info = stats_info(model, tokenizer, get_arch(model), hp.layers, corpus=hp.stats_corpus,
                           max_tokens=hp.stats_tokens, seq_len=hp.stats_seq_len)
