@@ -81,6 +81,36 @@ def test_left_and_right_padding_give_the_same_keys(model_type, bpe):
             torch.testing.assert_close(cur[j], c1[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_keys_run_only_the_bare_prompts_above_the_edited_layer(model_type, bpe):
+    """The prefixed prompts stop at the edited layer's MLP; the result equals a full forward pass."""
+    model = tiny_model(model_type, bpe)
+    arch = get_arch(model)
+    reqs = [REQ, memit.EditRequest("Everyone knows that {} plays the", "Toko Yasuda", "piano")]
+    prefixes = ["Because of it, the day was long. ", "So. "]
+    rows = {i: [] for i in range(4)}
+    handles = [model.get_submodule(arch.block_name(i)).register_forward_hook(
+        lambda m, a, o, i=i: rows[i].append((o[0] if isinstance(o, tuple) else o).shape[0])) for i in range(4)]
+    try:
+        keys, cur = compute_keys(model, bpe, arch, reqs, 1, 2, prefixes, 4096)
+    finally:
+        for h in handles:
+            h.remove()
+    assert sum(rows[0]) == len(reqs) * (1 + len(prefixes)) + len(reqs)  # keys pass, then the bare pass
+    assert sum(rows[1]) == sum(rows[2]) == len(reqs) and rows[3] == []  # the keys pass stopped inside block 1
+    for j, r in enumerate(reqs):  # reference: one prompt at a time, the whole model
+        ks = []
+        for p in ["", *prefixes]:
+            enc = encode_filled(bpe, r.prompt, r.subject, prefix=p)
+            with hooks.record(model, [arch.mlp_out_name(1)], what="input") as k_in, \
+                    hooks.record(model, [arch.block_name(2)]) as z_out:
+                model(input_ids=torch.tensor([enc.ids]))
+            ks.append(k_in[arch.mlp_out_name(1)][0, enc.subject_last])
+            if p == "":
+                torch.testing.assert_close(cur[j], z_out[arch.block_name(2)][0, enc.subject_last], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(keys[:, j], torch.stack(ks).mean(0), rtol=1e-4, atol=1e-5)
+
+
 def test_padding_side_does_not_change_the_edit(bpe, corpus_file):
     reqs = [REQ, memit.EditRequest("Everyone knows that {} plays the", "Toko Yasuda", "piano")]
     deltas = []
