@@ -46,6 +46,17 @@ def test_rome_solve_maps_the_averaged_key_to_the_target():
     torch.testing.assert_close(upd @ k.double(), r.double(), rtol=1e-10, atol=1e-10)
 
 
+def test_rome_condition_is_found_once_per_statistics():
+    _, c0, k, _ = _spd_system(0, 1)
+    solve = RomeSolve()
+    first = solve.condition(0, k, c0, 1.0)
+    ev = torch.linalg.eigvalsh(c0)
+    assert first == pytest.approx(float(ev[-1] / ev[0]))
+    assert solve.condition(0, k, c0, 1.0) == first  # from the cache
+    other = c0 + torch.eye(16, dtype=torch.float64)  # new statistics: found again
+    assert solve.condition(0, k, other, 1.0) == pytest.approx(float((ev[-1] + 1) / (ev[0] + 1)))
+
+
 def test_rome_edit_gives_w_hat_k_star_equal_v_star(bpe, corpus_file):
     """End to end on a tiny model: ΔW k* = v* − W k* with k* the prefix-averaged key."""
     model = tiny_model("llama", bpe)

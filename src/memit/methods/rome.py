@@ -37,9 +37,15 @@ class RomeSolve:
         u = torch.linalg.solve(c0.double(), k)  # C₀⁻¹k*, (d_ff, 1)
         return resid.double() @ u.T / (u.T @ k)
 
-    @staticmethod
-    def condition(layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
-        return cond_of_eigenvalues(torch.linalg.eigvalsh(c0.double()))
+    def __init__(self):
+        self._cond: dict[int, tuple[torch.Tensor, float]] = {}
+
+    def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
+        """cond(C₀): the same for every request of a sequence, so its eigenvalues are found once."""
+        seen = self._cond.get(layer)
+        if seen is None or seen[0] is not c0:
+            seen = self._cond[layer] = (c0, cond_of_eigenvalues(torch.linalg.eigvalsh(c0.double())))
+        return seen[1]
 
 
 class EmmetSolve:
@@ -76,9 +82,10 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     # The model before request i is base + the ROME edits of requests 0..i-1 with these settings:
     # a running hash of those names it without rehashing the weights for every request.
     state = hashlib.sha256(json.dumps([base, hp.to_dict()], default=str).encode())
+    solve = RomeSolve()
     try:
         for r in tqdm(requests, desc=f"ROME, layer {layer}", disable=not progress or len(requests) < 2):
-            d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=RomeSolve(), method="rome", progress=False,
+            d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=solve, method="rome", progress=False,
                            fingerprint=f"rome:{state.hexdigest()}", checkpoint=checkpoint)
             state.update(json.dumps(dataclasses.astuple(r), default=str).encode())
             total += d.weights[name]
