@@ -81,9 +81,28 @@ def test_left_and_right_padding_give_the_same_keys(model_type, bpe):
             torch.testing.assert_close(cur[j], c1[0], rtol=1e-4, atol=1e-5)
 
 
+def _reference_keys(model, tok, arch, reqs, prefixes, layer, z_layer):
+    """One prompt at a time through the whole model: the averaged key at ``layer`` and the bare
+    prompt's output of block ``z_layer``, both at the last subject token."""
+    keys, cur = [], []
+    for r in reqs:
+        ks = []
+        for p in ["", *prefixes]:
+            enc = encode_filled(tok, r.prompt, r.subject, prefix=p)
+            with hooks.record(model, [arch.mlp_out_name(layer)], what="input") as k_in, \
+                    hooks.record(model, [arch.block_name(z_layer)]) as z_out:
+                model(input_ids=torch.tensor([enc.ids]))
+            ks.append(k_in[arch.mlp_out_name(layer)][0, enc.subject_last])
+            if p == "":
+                cur.append(z_out[arch.block_name(z_layer)][0, enc.subject_last])
+        keys.append(torch.stack(ks).mean(0))
+    return torch.stack(keys, 1), torch.stack(cur)
+
+
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])
 def test_keys_run_only_the_bare_prompts_above_the_edited_layer(model_type, bpe):
-    """The prefixed prompts stop at the edited layer's MLP; the result equals a full forward pass."""
+    """The prefixed prompts stop at the edited layer's MLP; the result equals a full forward pass,
+    and so does the one-pass case where the edited layer is the last (ROME)."""
     model = tiny_model(model_type, bpe)
     arch = get_arch(model)
     reqs = [REQ, memit.EditRequest("Everyone knows that {} plays the", "Toko Yasuda", "piano")]
@@ -98,17 +117,12 @@ def test_keys_run_only_the_bare_prompts_above_the_edited_layer(model_type, bpe):
             h.remove()
     assert sum(rows[0]) == len(reqs) * (1 + len(prefixes)) + len(reqs)  # keys pass, then the bare pass
     assert sum(rows[1]) == sum(rows[2]) == len(reqs) and rows[3] == []  # the keys pass stopped inside block 1
-    for j, r in enumerate(reqs):  # reference: one prompt at a time, the whole model
-        ks = []
-        for p in ["", *prefixes]:
-            enc = encode_filled(bpe, r.prompt, r.subject, prefix=p)
-            with hooks.record(model, [arch.mlp_out_name(1)], what="input") as k_in, \
-                    hooks.record(model, [arch.block_name(2)]) as z_out:
-                model(input_ids=torch.tensor([enc.ids]))
-            ks.append(k_in[arch.mlp_out_name(1)][0, enc.subject_last])
-            if p == "":
-                torch.testing.assert_close(cur[j], z_out[arch.block_name(2)][0, enc.subject_last], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(keys[:, j], torch.stack(ks).mean(0), rtol=1e-4, atol=1e-5)
+    for layer, z_layer in ((1, 2), (2, 2)):
+        if (layer, z_layer) != (1, 2):
+            keys, cur = compute_keys(model, bpe, arch, reqs, layer, z_layer, prefixes, 4096)
+        ref_keys, ref_cur = _reference_keys(model, bpe, arch, reqs, prefixes, layer, z_layer)
+        torch.testing.assert_close(keys, ref_keys, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(cur, ref_cur, rtol=1e-4, atol=1e-5)
 
 
 def test_padding_side_does_not_change_the_edit(bpe, corpus_file):
