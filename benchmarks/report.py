@@ -292,7 +292,25 @@ def speed_section() -> list[str]:
                        f"{t['targets']:.0f} s, keys {t['keys']:.0f} s, solve {t['solve']:.1f} s. The target-vector "
                        "phase is mostly matrix products in the blocks above the edited layer (next section), so the target would "
                        "need fewer optimisation steps or prompts per fact.")]
-    return lines + ["", "![speed](../benchmarks/results/speed/speed.png)", ""]
+    return lines + ["", "![speed](../benchmarks/results/speed/speed.png)", ""] + edit_phases_lines()
+
+
+def edit_phases_lines() -> list[str]:
+    """The same edit timed on two commits: what a change to one phase bought."""
+    runs = sorted(load_results("speed/edit_phases_n*.json"), key=lambda r: r["_file"])
+    if not runs:
+        return []
+    lines = ["### Phases of one edit, by commit", "",
+             (f"Command: `python benchmarks/edit_phases.py --n {runs[0]['n']} --repeat {len(runs[0]['timings_s'])}`, "
+              "with `PYTHONPATH` at each commit's `src` (counterfact-edit, first records; target vectors and "
+              "statistics from the cache, so keys, solve and diagnostics are what is timed; the background runs "
+              "were paused)."), "",
+             "| commit | keys (each run) | solve | diagnostics | file |", "|---|---|---|---|---|"]
+    for r in runs:
+        t = r["timings_s"]
+        lines.append(f"| {(r['machine']['commit'] or '?')[:7]} | " + " / ".join(f"{x['keys']:.1f} s" for x in t)
+                     + f" | {t[-1]['solve']:.1f} s | {t[-1]['diagnostics']:.1f} s | `{r['_file']}` |")
+    return lines + ["", f"Machine: {_machine(runs[0]['machine'])}.", ""]
 
 
 def main() -> None:
