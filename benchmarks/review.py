@@ -44,6 +44,9 @@ RUNS: dict[str, tuple[str, str]] = {
     "identity-1000": ((f"--n 1000 {PPL} --match-norm {{res}}/n1000/cov/counterfact_memit_n1000.json "
                        "--out {res}/n1000/identity"), "n1000/identity/counterfact_memit_n1000.json"),
     "none-1000": (f"--n 1000 {PPL} --preservation none --out {{res}}/n1000/none", "n1000/none/counterfact_memit_n1000.json"),
+    # the λ sweep again at N = 1,000: the target vectors are cov-1000's (λ does not change them)
+    **{f"lambda{lam}-1000": (f"--n 1000 {PPL} --lambda {lam} --out {{res}}/n1000/lambda/{lam}",
+                             f"n1000/lambda/{lam}/counterfact_memit_n1000.json") for lam in (100, 1000, 15000, 100000)},
 }
 
 
@@ -127,7 +130,7 @@ def _name(r: dict) -> str:
 
 
 def preservation_section() -> list[str]:
-    """Point 3: λC₀ against λI (same ‖ΔW‖ per layer), λ = 0, and a λ sweep (N = 100)."""
+    """Point 3: λC₀ against λI (same ‖ΔW‖ per layer), λ = 0, and a λ sweep, at N = 100 and 1,000."""
     lines = [("| N | preservation | ES | PS | NS | Score | GE | wikitext-2 test perplexity | ‖ΔW‖/‖W‖ per layer (3 … 8) | "
              "largest cond | command |"), "|---" * 11 + "|"]
     files = []
@@ -153,12 +156,13 @@ def preservation_section() -> list[str]:
         files += [r for _, r in rows]
     if not files:
         return ["*Not run yet.*", ""]
-    sweep = [(r["lambda"], r) for name in ("none-100", "cov-100", *(n for n in RUNS if n.startswith("lambda")))
-             if (r := _load(name))]
-    if len(sweep) > 2:
-        png = sweep_plot([r for _, r in sweep], [lam for lam, _ in sweep], "λ (C₀ per token; 1,536 = preset)",
-                         RES / "lambda_sweep.png")
-        lines += ["", f"![λ sweep](../{png.relative_to(ROOT)})"]
+    for n in (100, 1000):
+        names = (f"none-{n}", f"cov-{n}", *(x for x in RUNS if x.startswith("lambda") and x.endswith(f"-{n}")))
+        sweep = [(r["lambda"], r) for name in names if (r := _load(name))]
+        if len(sweep) > 2:
+            png = sweep_plot([r for _, r in sweep], [lam for lam, _ in sweep], "λ (C₀ per token; 1,536 = preset)",
+                             RES / ("lambda_sweep.png" if n == 100 else f"lambda_sweep_n{n}.png"))
+            lines += ["", f"![λ sweep, N = {n}](../{png.relative_to(ROOT)})"]
     for n in (100, 1000):
         cov = _load(f"cov-{n}")
         for name, what in ((f"identity-{n}", "C₀ → I at the same ‖ΔW‖ per layer"), (f"none-{n}", "λ = 0")):
