@@ -138,7 +138,7 @@ def preservation_section() -> list[str]:
         rows = [(label, _load(f"{name}-{n}")) for label, name in (
             ("full MEMIT, λC₀ (λ = 1,536)", "cov"), ("C₀ → I, λ per layer matching ‖ΔW‖", "identity"),
             ("λ = 0 (minimum-norm, edits only)", "none"))]
-        rows += [(f"λC₀, λ = {int(name[6:-4]):,}", _load(name)) for name in RUNS
+        rows += [(f"λC₀, λ = {int(name[6:name.rindex('-')]):,}", _load(name)) for name in RUNS
                  if name.startswith("lambda") and name.endswith(f"-{n}")]
         rows = [(label, r) for label, r in rows if r]
         if not rows:
