@@ -244,7 +244,8 @@ def random_section() -> list[str]:
 
 def retention_section() -> list[str]:
     """Point 5: known facts (minus edited subjects) the model still gets right after one large batch
-    and after many sequential batches, and zsRE's unrelated ``loc`` questions after zsRE edits."""
+    and after many sequential batches, and zsRE's unrelated ``loc`` questions after zsRE edits and
+    after the sequential CounterFact edits."""
     rows = [r for r in (_load("cov-100"), _load("cov-1000")) if r and "retention" in r]
     seqs = [r for r in load_results("sequential/counterfact_*_seq*.json") if "retention" in r["points"][-1]]
     if not rows and not seqs:
@@ -269,6 +270,16 @@ def retention_section() -> list[str]:
                        "../shared/data/zsre/zsre_mend_eval_portability_gpt4.json --n N --out benchmarks/results/scaling`):"),
                   "", "| N | loc accuracy unedited → edited |", "|---|---|"]
         lines += [f"| {r['n']} | {r['unedited']['specificity']:.1f} → {fmt_ci(r['edited'], 'specificity')} |" for r in zsre]
+    loc = load_results("sequential/zsre_loc.json")
+    if loc:
+        lines += ["", ("The same loc questions (first " f"{loc[0]['n']} records) after the sequential CounterFact edits, "
+                       "scored afterwards on the models rebuilt from the edit journals (`python benchmarks/seq_loc.py "
+                       "--dir benchmarks/results/sequential --every 5`, file `benchmarks/results/sequential/zsre_loc.json`):"),
+                  "", "| method | edits so far | loc accuracy |", "|---|---|---|"]
+        for method, points in loc[0]["runs"].items():
+            lines += [f"| {method} | {p['edits']} | {fmt_ci(p, 'loc')} |"
+                      for p in sorted(points.values(), key=lambda p: p["edits"])]
+        lines += ["", "![zsRE loc after sequential edits](../benchmarks/results/sequential/zsre_loc.png)"]
     files = rows + seqs + zsre
     return lines + ["", fmt_files(files), ""]
 

@@ -73,6 +73,8 @@ def test_zsre_accuracy_on_a_known_sequence(bpe):
     expected = sum(lp[p].argmax().item() == t for p, t in zip(e.target_positions, e.ids[e.n_prompt:]))
     assert per[0]["efficacy"] == [expected / (len(e.ids) - e.n_prompt)]
     assert set(per[0]) == {"case_id", "efficacy", "paraphrase", "specificity"}
+    loc_only = zsre_case_scores(model, bpe, [case], kinds=("specificity",))  # the probe after other edits
+    assert set(loc_only[0]) == {"case_id", "specificity"} and loc_only[0]["specificity"] == per[0]["specificity"]
     s = zsre_summary([{"efficacy": [1.0], "paraphrase": [0.5], "specificity": [0.0]},
                       {"efficacy": [0.5], "paraphrase": [0.5], "specificity": [1.0]}])
     assert (s["efficacy"], s["paraphrase"], s["specificity"]) == (75.0, 50.0, 50.0)

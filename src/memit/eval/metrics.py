@@ -125,16 +125,22 @@ def counterfact_strata(pre: list[dict], post: list[dict]) -> dict:
     return out
 
 
-def zsre_case_scores(model, tokenizer, cases: list[Case], batch_tokens: int = 4096) -> list[dict]:
+ZSRE_KINDS = ("efficacy", "paraphrase", "specificity")
+
+
+def zsre_case_scores(model, tokenizer, cases: list[Case], batch_tokens: int = 4096,
+                     kinds: tuple[str, ...] = ZSRE_KINDS) -> list[dict]:
     """Token-level teacher-forced top-1 accuracy on the edit question, its rephrase, and the
-    unrelated ``loc`` question (specificity)."""
+    unrelated ``loc`` question (specificity); ``kinds`` picks which (only ``specificity`` to probe
+    unrelated knowledge after other edits)."""
     pairs, index = [], []
     for ci, c in enumerate(cases):
         r = c.request
-        pairs.append((r.text, r.target_new)), index.append((ci, "efficacy"))
-        for p in c.paraphrase_prompts:
+        if "efficacy" in kinds:
+            pairs.append((r.text, r.target_new)), index.append((ci, "efficacy"))
+        for p in c.paraphrase_prompts if "paraphrase" in kinds else []:
             pairs.append((p, r.target_new)), index.append((ci, "paraphrase"))
-        if c.loc_prompt and c.loc_answer:
+        if "specificity" in kinds and c.loc_prompt and c.loc_answer:
             pairs.append((c.loc_prompt, c.loc_answer)), index.append((ci, "specificity"))
     scores = target_scores(model, tokenizer, pairs, batch_tokens)
     per = [{"case_id": c.request.case_id} for c in cases]
@@ -145,7 +151,7 @@ def zsre_case_scores(model, tokenizer, cases: list[Case], batch_tokens: int = 40
 
 def zsre_summary(per_case: list[dict]) -> dict:
     out = {}
-    for kind in ("efficacy", "paraphrase", "specificity"):
+    for kind in ZSRE_KINDS:
         vals = [sum(c[kind]) / len(c[kind]) for c in per_case if c.get(kind)]
         out[kind] = 100 * sum(vals) / len(vals) if vals else float("nan")
         out[kind + "_ci95"] = [100 * x for x in bootstrap_ci(vals)]
