@@ -284,7 +284,8 @@ def retention_section() -> list[str]:
     return lines + ["", fmt_files(files), ""]
 
 
-def report() -> None:
+def page() -> str:
+    """docs/review.md as the committed result files make it (the PNGs are drawn on the way)."""
     out = ["# The paper's review, answered with measurements", "",
            ("The review of MEMIT that started this project (`../shared/seed/`) asks for condition numbers, "
             "layers chosen a priori, ablations of the preservation term, unfiltered random samples and retention "
@@ -311,7 +312,11 @@ def report() -> None:
     if seq_missing:
         out += ["", (f"Retention after the 2,000 sequential edits (point 5) of {', '.join(seq_missing)}: "
                      f"`{SEQ_COMMAND}` with M each of these (resumes where it stopped)."), ""]
-    (ROOT / "docs" / "review.md").write_text("\n".join(out) + "\n")
+    return "\n".join(out) + "\n"
+
+
+def report() -> None:
+    (ROOT / "docs" / "review.md").write_text(page())
     print("wrote docs/review.md")
 
 
