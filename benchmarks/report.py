@@ -11,6 +11,7 @@ from pathlib import Path
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import compare_plot
+from memit.eval.sequential import sequence_label
 from memit.hparams import preset_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,10 +213,10 @@ def sequential_section() -> list[str]:
         for p in shown:
             kept = fmt_ci(p["retention"], "kept") if p.get("retention", {}).get("kept") is not None else "–"
             took = "–" if p.get("edit_s") is None else f"{p['edit_s']:.0f} s"
-            lines.append(f"| {r['method']} | {p['edits']} | {fmt_ci(p, 'ES')} | {fmt_ci(p, 'PS')} | {fmt_ci(p, 'NS')} | "
+            lines.append(f"| {sequence_label(r)} | {p['edits']} | {fmt_ci(p, 'ES')} | {fmt_ci(p, 'PS')} | {fmt_ci(p, 'NS')} | "
                          f"{p.get('perplexity', float('nan')):.2f} | {kept} | {took} |")
         if len(pts) - 1 < -(-r["n"] // r["batch_size"]):
-            lines.append(f"| {r['method']} | *in progress: {len(pts) - 1} of {-(-r['n'] // r['batch_size'])} batches* "
+            lines.append(f"| {sequence_label(r)} | *in progress: {len(pts) - 1} of {-(-r['n'] // r['batch_size'])} batches* "
                          "| | | | | | |")
     drift = load_results("sequential/text_change.json")
     if drift:

@@ -17,6 +17,7 @@ from report import SEQ_COMMAND, fmt_ci, fmt_files, load_results
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
+from memit.eval.sequential import sequence_label
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results" / "review"
@@ -259,7 +260,7 @@ def retention_section() -> list[str]:
     for r in seqs:
         t, last = r["points"][-1]["retention"], r["points"][-1]
         done = "" if last["edits"] == r["n"] else f" (in progress: {last['edits']} of {r['n']})"
-        lines.append(f"| {r['method']}, {last['edits']} edits in batches of {r['batch_size']}{done} | {t['facts']} | "
+        lines.append(f"| {sequence_label(r)}, {last['edits']} edits in batches of {r['batch_size']}{done} | {t['facts']} | "
                      f"{t['accuracy_unedited']:.1f} → {t['accuracy_edited']:.1f} | "
                      f"{fmt_ci(t, 'kept') if t['kept'] is not None else '–'} of {t['known_unedited']} | "
                      f"`{SEQ_COMMAND.replace(' M ', ' ' + r['method'] + ' ')}` |")

@@ -4,9 +4,12 @@ For each sequential run's journal (``benchmarks/results/sequential/*.journal``, 
 that ran it: the deltas are 21 MB a step and are not committed), the sum of the first k steps'
 ΔW per layer is measured against the unedited model: tr(ΣΔW C₀ ΣΔWᵀ) / tr(W C₀ Wᵀ), with C₀ the
 unedited model's statistics. MEMIT's λ term prices exactly this; AlphaEdit's projection is meant
-to keep it near zero. Writes ``text_change.json`` and a PNG beside the results.
+to keep it near zero. Also, every ``--every`` steps and at the last, how far the statistics a next
+batch would use (C₀ of the edited model, ``--sequential-stats current``) have moved from the
+unedited model's, and the size of the null space AlphaEdit's threshold finds in each. Writes
+``text_change.json`` and a PNG beside the results.
 
-    python benchmarks/seq_drift.py --dir benchmarks/results/sequential [--out DIR]
+    python benchmarks/seq_drift.py --dir benchmarks/results/sequential [--out DIR] [--every 5]
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 import memit
 from memit import weights
 from memit.delta import load_delta
 from memit.diagnostics import text_change
 from memit.eval.plots import pyplot, save
-from memit.hparams import preset_for
+from memit.eval.sequential import sequence_label
+from memit.hparams import MemitHyperParams, preset_for
 from memit.journal import Journal
 from memit.models.arch import as_math, get_arch
 from memit.stats import stats_for
@@ -42,6 +48,29 @@ def drift(journal: Journal, model, arch, c0: dict, steps: int) -> list[dict]:
     return out
 
 
+def stats_drift(journal: Journal, model, tok, hp: MemitHyperParams, c0: dict, steps: int, every: int) -> list[dict]:
+    """Per chosen step k: ‖C₀(k) − C₀(0)‖/‖C₀(0)‖ per layer (Frobenius), C₀(k) of the model after
+    steps 1..k (from the cache when the run computed it), and the number of eigenvalues below
+    ``hp.null_threshold`` in each (AlphaEdit's null space). The model is restored exactly."""
+    wanted = set(range(every, steps + 1, every)) | ({steps} if steps else set())
+    out, applied = [], []
+    try:
+        for k in range(1, steps + 1):
+            applied.append(load_delta(journal.dir / journal.steps[k - 1]["delta"]))
+            applied[-1].apply(model)
+            if k not in wanted:
+                continue
+            c = stats_for(model, tok, hp, progress=False)
+            out.append({"step": k, "edits": sum(s.get("n_requests", 0) for s in journal.steps[:k]),
+                        "rel_change": {layer: float((c[layer] - c0[layer]).norm() / c0[layer].norm()) for layer in c0},
+                        "null_dim": {layer: int((torch.linalg.eigvalsh(c[layer]) < hp.null_threshold).sum())
+                                     for layer in c0}})
+    finally:
+        for d in reversed(applied):
+            d.revert(model)
+    return out
+
+
 def plot(result: dict, path: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -60,18 +89,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", default="benchmarks/results/sequential", help="where the runs and their journals are")
     ap.add_argument("--out", help="where to write text_change.json/.png (default: --dir)")
+    ap.add_argument("--every", type=int, default=5, help="measure the statistics' drift every this many steps")
     args = ap.parse_args()
     folder, out = Path(args.dir), Path(args.out or args.dir)
     model, tok = memit.load_model("smollm2-135m")
     arch = get_arch(model)
-    c0 = stats_for(model, tok, preset_for("smollm2-135m"))
-    result = {"runs": {}}
+    hp = preset_for("smollm2-135m")
+    c0 = stats_for(model, tok, hp)
+    result = {"runs": {}, "statistics": {},
+              "null_dim_unedited": {layer: int((torch.linalg.eigvalsh(c) < hp.null_threshold).sum())
+                                    for layer, c in c0.items()}}
     for jdir in sorted(folder.glob("*.journal")):
         run = json.loads(jdir.with_suffix(".json").read_text())
+        name, scored = sequence_label(run), len(run["points"]) - 1
         # Only the steps the result file has scored, so this page and the scores show the same edits.
-        result["runs"][run["method"]] = drift(Journal(jdir), model, arch, c0, len(run["points"]) - 1)
-        last = result["runs"][run["method"]][-1]
-        print(f"{run['method']}: {last['edits']} edits, mean text change {last['mean']:.4f}")
+        result["runs"][name] = drift(Journal(jdir), model, arch, c0, scored)
+        result["statistics"][name] = stats_drift(Journal(jdir), model, tok, MemitHyperParams.from_dict(run["hparams"]),
+                                                 c0, scored, args.every)
+        last = result["runs"][name][-1]
+        print(f"{name}: {last['edits']} edits, mean text change {last['mean']:.4f}", flush=True)
     (out / "text_change.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "text_change.png")
 

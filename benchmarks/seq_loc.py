@@ -21,6 +21,7 @@ from memit.delta import load_delta
 from memit.eval.metrics import bootstrap_ci, zsre_case_scores
 from memit.eval.plots import pyplot, save
 from memit.eval.run import machine
+from memit.eval.sequential import sequence_label
 from memit.journal import Journal
 
 ZSRE = Path(__file__).resolve().parents[2] / "shared/data/zsre/zsre_mend_eval_portability_gpt4.json"
@@ -68,7 +69,7 @@ def main() -> None:
         run = json.loads(jdir.with_suffix(".json").read_text())
         journal, scored = Journal(jdir), len(run["points"]) - 1  # only steps the result file has scored
         wanted = sorted({k for k in range(0, scored + 1, args.every)} | {scored})
-        done = result["runs"].setdefault(run["method"], {})
+        done = result["runs"].setdefault(sequence_label(run), {})
         base = base or done.get("0")  # the unedited model: the same for every run
         deltas = []
         for k in range(max(wanted) + 1):
@@ -81,7 +82,7 @@ def main() -> None:
                 "step": k, "edits": sum(s["n_requests"] for s in journal.steps[:k]),
                 **loc_accuracy(model, tok, cases), "machine": machine()}
             base = base or done.get("0")
-            print(f"{run['method']} step {k} ({done[str(k)]['edits']} edits): zsRE loc {done[str(k)]['loc']:.1f}",
+            print(f"{sequence_label(run)} step {k} ({done[str(k)]['edits']} edits): zsRE loc {done[str(k)]['loc']:.1f}",
                   flush=True)
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(json.dumps(result, indent=1))

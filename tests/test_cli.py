@@ -142,3 +142,6 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     assert [p["retention"]["facts"] for p in seq["points"]] == [1, 1, 1]
     assert (root / "res" / "counterfact_sequential.png").is_file()
     assert "2 of 2 batches of 1 done" in capsys.readouterr().out
+    assert main([*seq_args, "--sequential-stats", "base"]) == 0  # another sequence, beside the first
+    based = json.loads((root / "res" / "counterfact_alphaedit_n2_seq1_basestats.json").read_text())
+    assert based["hparams"]["sequential_stats"] == "base" and len(based["points"]) == 3

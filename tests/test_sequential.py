@@ -66,3 +66,32 @@ def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, 
     assert len(first["points"]) == 3  # unedited, then two batches: the call stopped there
     rest = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "c" / "r.json", progress=False)
     assert [p["ES"] for p in rest["points"]] == [p["ES"] for p in whole["points"]]
+
+
+def test_base_statistics_keep_alphaedit_in_the_unedited_null_space(bpe, corpus_file, tmp_path):
+    """With sequential_stats "base" every batch projects onto the null space of the unedited model's
+    C₀ (as AlphaEdit's code does), so each step's ΔW vanishes on that C₀'s range; with "current" the
+    later steps use the edited model's C₀, whose null space has moved above the first edited layer."""
+    from memit.journal import Journal
+    from memit.methods.sequential import null_projector
+    from memit.stats import stats_for
+
+    hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=3, v_lr=0.2, prefixes=["I said. "], stats_corpus=corpus_file,
+                          stats_tokens=1024, stats_seq_len=32, null_energy=0.05, sequential_stats="base")
+    model = tiny_model("llama", bpe)
+    c0 = stats_for(model, bpe, hp, progress=False)
+    leak = {}
+    for mode in ("base", "current"):
+        hp.sequential_stats = mode
+        out = tmp_path / mode / "r.json"
+        run_sequence(model, bpe, CASES, "counterfact", "alphaedit", hp, 1, out, progress=False)
+        journal = Journal(out.with_name("r.journal"))
+        steps = [memit.delta.load_delta(journal.dir / s["delta"]) for s in journal.steps]
+        name = "model.layers.2.mlp.down_proj.weight"
+        p = null_projector(c0[2], hp.null_threshold, hp.null_energy).float()
+        leak[mode] = max(float((d.weights[name] @ (torch.eye(p.shape[0]) - p)).norm() / d.weights[name].norm())
+                         for d in steps)
+        assert json.loads(out.read_text())["hparams"]["sequential_stats"] == mode
+    assert leak["base"] < 1e-6 < leak["current"]  # 8e-8 (float rounding) against 4e-5 here
+    with pytest.raises(JournalError, match="sequential_stats"):  # a sequence keeps the statistics it started with
+        run_sequence(model, bpe, CASES, "counterfact", "alphaedit", hp, 1, tmp_path / "base" / "r.json", progress=False)

@@ -68,6 +68,9 @@ def _hparam_args(p: argparse.ArgumentParser) -> None:
                    help="ablation of the preservation term: cov (MEMIT's λC₀, default), identity (λI), none (λ = 0)")
     p.add_argument("--match-norm", metavar="RESULT_JSON",
                    help="preservation λI with λ per layer chosen so ‖ΔW‖ of each layer equals that of this earlier result")
+    p.add_argument("--sequential-stats", choices=["current", "base"],
+                   help="batch after batch (--journal, --batch-size): C₀ of the model as each batch finds it "
+                        "(current, default) or of the unedited model, as MEMIT's and AlphaEdit's code keep it (base)")
 
 
 def _parse_layers(text: str) -> list[int]:
@@ -104,6 +107,8 @@ def _hparams(args, model):
         hp.preservation = args.preservation
     if args.match_norm:
         hp.preservation, hp.match_rel_norms = "identity", _reference_norms(args.match_norm, hp.layers)
+    if args.sequential_stats:
+        hp.sequential_stats = args.sequential_stats
     return hp
 
 
@@ -168,6 +173,7 @@ def cmd_edit(args) -> None:
     from memit.fingerprint import model_fingerprint
     from memit.journal import Journal
     from memit.methods import run
+    from memit.methods.sequential import sequence_stats
 
     if not args.out and not args.delta and not args.journal:
         raise CliError("give --out DIR (edited model), --delta FILE (the weight change only) or --journal DIR")
@@ -177,13 +183,15 @@ def cmd_edit(args) -> None:
     cases = memit.load_cases(args.requests, n=args.n, offset=args.offset)
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
-    journal, prior = None, None
+    journal, prior, stats = None, None, None
     if args.journal:  # edit the model as the journal left it, with its earlier keys
         journal = Journal(args.journal)
         base = model_fingerprint(model)
+        stats = sequence_stats(model, tokenizer, hp, not args.quiet)  # "base": the unedited model's C₀
         journal.replay(model)
         prior = journal.prior()
-    delta = run(args.method, model, tokenizer, [c.request for c in cases], hp, prior=prior, progress=not args.quiet)
+    delta = run(args.method, model, tokenizer, [c.request for c in cases], hp, prior=prior, progress=not args.quiet,
+                stats=stats)
     if journal:
         step = journal.append(base, delta)
         print(f"journal {args.journal}: step {step} recorded ({args.method}, {len(cases)} requests)")
@@ -301,6 +309,7 @@ def cmd_eval(args) -> None:
         tag += f"_random{seed}" if args.sample == "random" else ""
         sequential = bool(args.batch_size) and args.batch_size < n
         tag += f"_seq{args.batch_size}" if sequential else ""
+        tag += "_basestats" if sequential and args.sequential_stats == "base" else ""  # not the same sequence
         file = out / f"{args.dataset}_{args.method}_n{n}{tag}.json"
         if file.exists() and not args.force and not sequential:  # a sequence resumes from its journal
             print(f"{file} exists: skipped (pass --force to redo it)")

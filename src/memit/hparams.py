@@ -63,6 +63,11 @@ class MemitHyperParams:
     null_threshold: float = 2e-2
     null_energy: float | None = None
     alpha: float = 1.0
+    # Editing batch after batch (a journal, or ``memit eval --batch-size``): the statistics C₀ (and
+    # AlphaEdit's projector) of the model as each batch finds it ("current", recomputed after
+    # every batch), or of the unedited model the sequence started from ("base"), which is what
+    # MEMIT's and AlphaEdit's own code do: they compute C₀ and P once and keep them.
+    sequential_stats: str = "current"
 
     def rome_layer(self) -> int:
         return self.single_layer if self.single_layer is not None else self.layers[(len(self.layers) - 1) // 2]

@@ -60,6 +60,8 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
     """ES/PS/NS (zsRE: the accuracies) of all edits so far against the number of edits, one colour
     per method, and beside them perplexity and the known facts still known where a run measured them."""
     plt = pyplot()
+    from memit.eval.sequential import sequence_label  # here: that module imports the methods
+
     runs = [json.loads(f.read_text()) for f in sorted(Path(results_dir).glob(f"{dataset}_*_seq*.json"))]
     runs = [r for r in runs if len(r.get("points", [])) > 1]
     if not runs:
@@ -74,10 +76,10 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
         xs = [p["edits"] for p in r["points"]]
         for metric, style in zip(METRICS[dataset], ["-", "--", ":"]):
             ax.plot(xs, [p[metric] for p in r["points"]], style, color=color, marker="o", ms=3,
-                    label=f"{r['method']} (batches of {r['batch_size']}): {metric}")
+                    label=f"{sequence_label(r)} (batches of {r['batch_size']}): {metric}")
         for (key, _), side in zip(extra, axes[0][1:]):
             ys = [p[key]["kept"] if key == "retention" and key in p else p.get(key) for p in r["points"]]
-            side.plot(xs, ys, "o-", color=color, label=r["method"])
+            side.plot(xs, ys, "o-", color=color, label=sequence_label(r))
     ax.set_xlabel("edits so far")
     ax.set_ylabel("% (all edits so far)")
     ax.set_ylim(0, 105)

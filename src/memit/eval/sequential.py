@@ -19,8 +19,16 @@ from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.journal import Journal, JournalError
 from memit.methods import run
+from memit.methods.sequential import sequence_stats
 from memit.models.loading import cache_dir
 from memit.requests import Case
+
+
+def sequence_label(result: dict) -> str:
+    """The name of a sequential run on plots and pages: its method, and the statistics it kept
+    when they were the unedited model's (two runs of one method differ only there)."""
+    base = result.get("hparams", {}).get("sequential_stats") == "base"
+    return result["method"] + (" (base C₀)" if base else "")
 
 
 def _scores(model, tokenizer, cases: list[Case], dataset: str, edits: int) -> dict:
@@ -65,10 +73,14 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
         write_json(out_file, result)
     if known and "known_unedited" not in result:
         raise JournalError(f"{out_file} was started without known facts; resume it without them or start a new file")
+    started = result["hparams"].get("sequential_stats", "current")
+    if started != hp.sequential_stats:
+        raise JournalError(f"{out_file} was started with sequential_stats {started!r}, not {hp.sequential_stats!r}")
+    stats = sequence_stats(model, tokenizer, hp, progress)  # before the replay: the unedited model's
     applied = journal.replay(model)
     try:
         _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
-                 applied, ppl_corpus, ppl_tokens, progress, known, max_batches)
+                 applied, ppl_corpus, ppl_tokens, progress, known, max_batches, stats)
     finally:
         for delta in reversed(applied):  # bit-exact, last edit first
             delta.revert(model)
@@ -85,7 +97,7 @@ def _point(model, tokenizer, cases: list[Case], edits: int, dataset: str, ppl_co
 
 
 def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result, applied,
-             ppl_corpus, ppl_tokens, progress, known, max_batches) -> None:
+             ppl_corpus, ppl_tokens, progress, known, max_batches, stats) -> None:
     """Batch b is edited unless the journal already holds it, then scored unless the result file
     already has its point (a crash between the two leaves an edited but unscored batch)."""
     edited = 0
@@ -98,7 +110,7 @@ def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file,
             batch = cases[b * batch_size: (b + 1) * batch_size]
             t = time.perf_counter()
             delta = run(method, model, tokenizer, [c.request for c in batch], hp, prior=journal.prior(),
-                        progress=progress, checkpoint=cache_dir() / "targets")  # a batch cut short resumes
+                        progress=progress, checkpoint=cache_dir() / "targets", stats=stats)  # a batch cut short resumes
             applied.append(delta)
             journal.append(base, delta)
             edit_s = time.perf_counter() - t

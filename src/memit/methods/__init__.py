@@ -14,24 +14,26 @@ METHODS = ("memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit", "emmet")
 
 
 def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
-        prior: dict[int, torch.Tensor] | None = None, progress: bool = True, checkpoint=None) -> Delta:
+        prior: dict[int, torch.Tensor] | None = None, progress: bool = True, checkpoint=None,
+        stats: dict[int, torch.Tensor] | None = None) -> Delta:
     """Edit with ``method``. ``prior`` (K_pK_pᵀ per layer of earlier batches) is used by memit-seq
-    and alphaedit; plain memit, rome and ft ignore earlier batches, as they do in the literature."""
+    and alphaedit; plain memit, rome and ft ignore earlier batches, as they do in the literature.
+    ``stats``: C₀ per layer to use instead of the model's own (a sequence's base statistics)."""
     if method == "memit":
-        return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint)
+        return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint, stats=stats)
     if method == "emmet":
         return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint, solver=rome.EmmetSolve(),
-                    method="emmet")
+                    method="emmet", stats=stats)
     if method == "rome":
-        return rome.edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint)
+        return rome.edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint, stats=stats)
     if method in ("ft", "ft-w"):
         return ft.edit(model, tokenizer, requests, hp, progress=progress, weight_decay=method == "ft-w")
     if method == "memit-seq":
         return sequential.edit_memit_seq(model, tokenizer, requests, hp, prior=prior, progress=progress,
-                                         checkpoint=checkpoint)
+                                         checkpoint=checkpoint, stats=stats)
     if method == "alphaedit":
         return sequential.edit_alphaedit(model, tokenizer, requests, hp, prior=prior, progress=progress,
-                                         checkpoint=checkpoint)
+                                         checkpoint=checkpoint, stats=stats)
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
 
 

@@ -21,6 +21,7 @@ from memit.delta import Delta
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.fingerprint import tensor_fingerprint
 from memit.hparams import MemitHyperParams
+from memit.methods.memit import EditError
 from memit.methods.memit import edit as memit_edit
 from memit.models.arch import dims, get_arch
 from memit.models.loading import cache_dir
@@ -28,10 +29,19 @@ from memit.requests import EditRequest
 from memit.stats import stats_for
 
 
+def sequence_stats(model, tokenizer, hp: MemitHyperParams, progress: bool = True) -> dict[int, torch.Tensor] | None:
+    """The C₀ every batch of a sequence uses when ``hp.sequential_stats`` is "base": call it on the
+    unedited model, before the journal is replayed. None for "current" (each batch computes its own)."""
+    if hp.sequential_stats not in ("current", "base"):
+        raise EditError(f"sequential_stats must be current or base, not {hp.sequential_stats!r}")
+    return stats_for(model, tokenizer, hp, progress=progress) if hp.sequential_stats == "base" else None
+
+
 def edit_memit_seq(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
-                   prior: dict[int, torch.Tensor] | None = None, progress: bool = True, **kw) -> Delta:
+                   prior: dict[int, torch.Tensor] | None = None, progress: bool = True,
+                   stats: dict[int, torch.Tensor] | None = None, **kw) -> Delta:
     """MEMIT with the keys of earlier batches (``prior``: K_pK_pᵀ per layer) in the preservation term."""
-    stats = stats_for(model, tokenizer, hp, progress=progress)
+    stats = stats if stats is not None else stats_for(model, tokenizer, hp, progress=progress)
     lam = hp.lambda_for(dims(model, get_arch(model))[1])
     plain = stats
     if prior:
@@ -90,8 +100,9 @@ class AlphaEditSolve:
 
 
 def edit_alphaedit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
-                   prior: dict[int, torch.Tensor] | None = None, progress: bool = True, **kw) -> Delta:
-    stats = stats_for(model, tokenizer, hp, progress=progress)
+                   prior: dict[int, torch.Tensor] | None = None, progress: bool = True,
+                   stats: dict[int, torch.Tensor] | None = None, **kw) -> Delta:
+    stats = stats if stats is not None else stats_for(model, tokenizer, hp, progress=progress)
     projectors = {layer: null_projector(stats[layer], hp.null_threshold, hp.null_energy) for layer in hp.layers}
     delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="alphaedit",
                        solver=AlphaEditSolve(projectors, prior, hp.alpha), **kw)
