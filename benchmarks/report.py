@@ -226,6 +226,16 @@ def sequential_section() -> list[str]:
                        + "; ".join(f"{m} {pts[-1]['mean']:.3f} after {pts[-1]['edits']}"
                                    for m, pts in drift[0]["runs"].items()) + "."),
                   "", "![text change](../benchmarks/results/sequential/text_change.png)"]
+        stats = {m: pts[-1] for m, pts in drift[0].get("statistics", {}).items() if pts}
+        if stats:
+            last = max(drift[0]["null_dim_unedited"], key=int)
+            lines += ["", (f"The statistics a next batch would use (`--sequential-stats current`) against the unedited "
+                           f"model's, at layer {last} (same file, field `statistics`): "
+                           + "; ".join(f"{m} after {p['edits']}: C₀ {100 * p['rel_change'][last]:.0f} % away "
+                                       f"(Frobenius), {p['null_dim'][last]} eigenvalues below AlphaEdit's threshold"
+                                       for m, p in stats.items())
+                           + f" (unedited: {drift[0]['null_dim_unedited'][last]}). `--sequential-stats base` keeps the "
+                           "unedited ones instead, as MEMIT's and AlphaEdit's own code do.")]
     return lines + ["", "![sequential editing](../benchmarks/results/sequential/counterfact_sequential.png)", "",
                     fmt_files(runs),
                     ""]
