@@ -87,11 +87,12 @@ def plot(result: dict, path: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--dir", default="benchmarks/results/sequential", help="where the runs and their journals are")
-    ap.add_argument("--out", help="where to write text_change.json/.png (default: --dir)")
+    ap.add_argument("--dir", nargs="+", default=["benchmarks/results/sequential"],
+                    help="where the runs and their journals are (several: runs made in different checkouts)")
+    ap.add_argument("--out", help="where to write text_change.json/.png (default: the first --dir)")
     ap.add_argument("--every", type=int, default=5, help="measure the statistics' drift every this many steps")
     args = ap.parse_args()
-    folder, out = Path(args.dir), Path(args.out or args.dir)
+    out = Path(args.out or args.dir[0])
     model, tok = memit.load_model("smollm2-135m")
     arch = get_arch(model)
     hp = preset_for("smollm2-135m")
@@ -99,7 +100,7 @@ def main() -> None:
     result = {"runs": {}, "statistics": {},
               "null_dim_unedited": {layer: int((torch.linalg.eigvalsh(c) < hp.null_threshold).sum())
                                     for layer, c in c0.items()}}
-    for jdir in sorted(folder.glob("*.journal")):
+    for jdir in sorted(j for folder in args.dir for j in Path(folder).glob("*.journal")):
         run = json.loads(jdir.with_suffix(".json").read_text())
         name, scored = sequence_label(run), len(run["points"]) - 1
         # Only the steps the result file has scored, so this page and the scores show the same edits.

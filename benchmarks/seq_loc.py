@@ -51,13 +51,14 @@ def plot(result: dict, path: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--dir", default="benchmarks/results/sequential", help="where the runs and their journals are")
-    ap.add_argument("--out", help="where to write zsre_loc.json/.png (default: --dir)")
+    ap.add_argument("--dir", nargs="+", default=["benchmarks/results/sequential"],
+                    help="where the runs and their journals are (several: runs made in different checkouts)")
+    ap.add_argument("--out", help="where to write zsre_loc.json/.png (default: the first --dir)")
     ap.add_argument("--zsre", default=str(ZSRE), help="zsRE records; their loc questions are the probe")
     ap.add_argument("--n", type=int, default=1000, help="first N records of --zsre")
     ap.add_argument("--every", type=int, default=5, help="score every this many steps (and the last scored one)")
     args = ap.parse_args()
-    folder, out = Path(args.dir), Path(args.out or args.dir)
+    out = Path(args.out or args.dir[0])
     file = out / "zsre_loc.json"
     result = json.loads(file.read_text()) if file.exists() else {"zsre": args.zsre, "n": args.n, "runs": {}}
     if (result["zsre"], result["n"]) != (args.zsre, args.n):
@@ -65,7 +66,7 @@ def main() -> None:
     model, tok = memit.load_model("smollm2-135m")
     cases = memit.load_cases(args.zsre, n=args.n, check_batch=False)
     base = None
-    for jdir in sorted(folder.glob("*.journal")):
+    for jdir in sorted(j for folder in args.dir for j in Path(folder).glob("*.journal")):
         run = json.loads(jdir.with_suffix(".json").read_text())
         journal, scored = Journal(jdir), len(run["points"]) - 1  # only steps the result file has scored
         wanted = sorted({k for k in range(0, scored + 1, args.every)} | {scored})
