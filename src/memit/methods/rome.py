@@ -31,14 +31,14 @@ from memit.stats import stats_for
 class RomeSolve:
     """Rank-one equality-constrained update of one request (resid and keys have one column)."""
 
+    def __init__(self):
+        self._cond: dict[int, tuple[torch.Tensor, float]] = {}
+
     def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
                  ) -> torch.Tensor:
         k = keys.double()
         u = torch.linalg.solve(c0.double(), k)  # C₀⁻¹k*, (d_ff, 1)
         return resid.double() @ u.T / (u.T @ k)
-
-    def __init__(self):
-        self._cond: dict[int, tuple[torch.Tensor, float]] = {}
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
         """cond(C₀): the same for every request of a sequence, so its eigenvalues are found once."""
