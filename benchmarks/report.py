@@ -200,7 +200,9 @@ def sequential_section() -> list[str]:
     if not runs:
         return ["*Not run yet.*", ""]
     lines = [(f"Command: `{SEQ_COMMAND}`, M ∈ memit, memit-seq, alphaedit (resumable: each batch is a step of "
-             "the edit journal beside the result file). After each batch every edit made so far is scored; "
+             "the edit journal beside the result file), each batch with the C₀ of the model as it finds it; "
+             "\"(base C₀)\" marks a run with `--sequential-stats base` added, which keeps the unedited model's C₀ "
+             "and AlphaEdit's projector for the whole sequence, as AlphaEdit's own code does. After each batch every edit made so far is scored; "
              "perplexity on the first 20,000 tokens of wikitext-2 test; known facts: those of known_1000 whose "
              "subject no edit of the run touches, as a share of the ones the unedited model knew. "
               "The 0 row is the unedited model on all 2,000 records. A batch is quick when its target vectors were "

@@ -301,9 +301,9 @@ def page() -> str:
     out += ["## 4. No filtering, no rejection: random samples", ""] + random_section()
     out += ["## 5. Retention of unrelated known facts", ""] + retention_section()
     missing = [name for name in RUNS if not (RES / RUNS[name][1]).exists()]
-    done = {r["method"] for r in load_results("sequential/counterfact_*_seq*.json")
+    done = {sequence_label(r) for r in load_results("sequential/counterfact_*_seq*.json")
             if r["points"][-1]["edits"] == r["n"] and "retention" in r["points"][-1]}
-    seq_missing = [m for m in ("memit", "memit-seq", "alphaedit") if m not in done]
+    seq_missing = [m for m in ("memit", "memit-seq", "alphaedit", "alphaedit (base C₀)") if m not in done]
     if missing or seq_missing:
         out += ["## Not measured yet", ""]
     if missing:
@@ -312,7 +312,8 @@ def page() -> str:
         out += [f"- `{name}`: `{command(name)}`" for name in missing]
     if seq_missing:
         out += ["", (f"Retention after the 2,000 sequential edits (point 5) of {', '.join(seq_missing)}: "
-                     f"`{SEQ_COMMAND}` with M each of these (resumes where it stopped)."), ""]
+                     f"`{SEQ_COMMAND}` with M each of these (resumes where it stopped; \"(base C₀)\": add "
+                     "`--sequential-stats base`)."), ""]
     return "\n".join(out) + "\n"
 
 
