@@ -133,6 +133,25 @@ def test_alphaedit_leaves_the_preserved_subspace_unchanged(bpe, corpus_file):
         assert d.meta["layers_info"][layer - 1]["null_dim"] == int((evals < hp.null_threshold).sum())
 
 
+@pytest.mark.parametrize("method", ["memit-seq", "alphaedit"])
+def test_sequential_methods_count_the_statistics_they_fetch(bpe, corpus_file, monkeypatch, method):
+    """Their C₀ is found before the shared edit runs; its time still shows in the edit's timings."""
+    import time
+
+    import memit.methods.sequential as seq
+
+    real = seq.stats_for
+
+    def slow(*a, **k):
+        time.sleep(0.3)
+        return real(*a, **k)
+
+    monkeypatch.setattr(seq, "stats_for", slow)
+    d = run(method, tiny_model("llama", bpe), bpe, REQS[:1], _hp(corpus_file), progress=False)
+    assert d.meta["timings"]["stats"] >= 0.3
+    assert ("projector" in d.meta["timings"]) == (method == "alphaedit")
+
+
 def test_alphaedit_solution_lies_in_the_null_space():
     g = torch.Generator().manual_seed(1)
     a = torch.randn(12, 12, generator=g, dtype=torch.float64)

@@ -15,6 +15,8 @@ instead: P = ÛÛᵀ from the eigenvectors of C₀ with eigenvalue below a thres
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from memit.delta import Delta
@@ -41,13 +43,17 @@ def edit_memit_seq(model, tokenizer, requests: list[EditRequest], hp: MemitHyper
                    prior: dict[int, torch.Tensor] | None = None, progress: bool = True,
                    stats: dict[int, torch.Tensor] | None = None, **kw) -> Delta:
     """MEMIT with the keys of earlier batches (``prior``: K_pK_pᵀ per layer) in the preservation term."""
+    t = time.perf_counter()
     stats = stats if stats is not None else stats_for(model, tokenizer, hp, progress=progress)
+    spent = time.perf_counter() - t
     lam = hp.lambda_for(dims(model, get_arch(model))[1])
     plain = stats
     if prior:
         stats = {layer: c0 + prior[layer].to(c0.dtype) / lam if layer in prior else c0 for layer, c0 in stats.items()}
-    return memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="memit-seq",
-                      text_stats=plain, **kw)  # text change on ordinary text alone, as for the other methods
+    delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="memit-seq",
+                       text_stats=plain, **kw)  # text change on ordinary text alone, as for the other methods
+    delta.meta["timings"]["stats"] += spent  # found here, before the edit: counted all the same
+    return delta
 
 
 def null_projector(c0: torch.Tensor, threshold: float, energy: float | None = None) -> torch.Tensor:
@@ -102,10 +108,16 @@ class AlphaEditSolve:
 def edit_alphaedit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
                    prior: dict[int, torch.Tensor] | None = None, progress: bool = True,
                    stats: dict[int, torch.Tensor] | None = None, **kw) -> Delta:
+    t = time.perf_counter()
     stats = stats if stats is not None else stats_for(model, tokenizer, hp, progress=progress)
+    spent = time.perf_counter() - t
+    t = time.perf_counter()
     projectors = {layer: null_projector(stats[layer], hp.null_threshold, hp.null_energy) for layer in hp.layers}
+    spent_p = time.perf_counter() - t
     delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="alphaedit",
                        solver=AlphaEditSolve(projectors, prior, hp.alpha), **kw)
+    delta.meta["timings"]["stats"] += spent  # found here, before the edit: counted all the same
+    delta.meta["timings"]["projector"] = spent_p
     for info in delta.meta["layers_info"]:
         p = projectors[info["layer"]]
         info["null_dim"] = round(float(p.trace()))
