@@ -53,21 +53,15 @@ def stats_drift(journal: Journal, model, tok, hp: MemitHyperParams, c0: dict, st
     steps 1..k (from the cache when the run computed it), and the number of eigenvalues below
     ``hp.null_threshold`` in each (AlphaEdit's null space). The model is restored exactly."""
     wanted = set(range(every, steps + 1, every)) | ({steps} if steps else set())
-    out, applied = [], []
-    try:
-        for k in range(1, steps + 1):
-            applied.append(load_delta(journal.dir / journal.steps[k - 1]["delta"]))
-            applied[-1].apply(model)
-            if k not in wanted:
-                continue
-            c = stats_for(model, tok, hp, progress=False)
-            out.append({"step": k, "edits": sum(s.get("n_requests", 0) for s in journal.steps[:k]),
-                        "rel_change": {layer: float((c[layer] - c0[layer]).norm() / c0[layer].norm()) for layer in c0},
-                        "null_dim": {layer: int((torch.linalg.eigvalsh(c[layer]) < hp.null_threshold).sum())
-                                     for layer in c0}})
-    finally:
-        for d in reversed(applied):
-            d.revert(model)
+    out = []
+    for k in journal.walk(model, steps):
+        if k not in wanted:
+            continue
+        c = stats_for(model, tok, hp, progress=False)
+        out.append({"step": k, "edits": sum(s.get("n_requests", 0) for s in journal.steps[:k]),
+                    "rel_change": {layer: float((c[layer] - c0[layer]).norm() / c0[layer].norm()) for layer in c0},
+                    "null_dim": {layer: int((torch.linalg.eigvalsh(c[layer]) < hp.null_threshold).sum())
+                                 for layer in c0}})
     return out
 
 

@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 
 import memit
-from memit.delta import load_delta
 from memit.eval.metrics import bootstrap_ci, zsre_case_scores
 from memit.eval.plots import pyplot, save
 from memit.eval.run import machine
@@ -72,11 +71,7 @@ def main() -> None:
         wanted = sorted({k for k in range(0, scored + 1, args.every)} | {scored})
         done = result["runs"].setdefault(sequence_label(run), {})
         base = base or done.get("0")  # the unedited model: the same for every run
-        deltas = []
-        for k in range(max(wanted) + 1):
-            if k > 0:
-                deltas.append(load_delta(journal.dir / journal.steps[k - 1]["delta"]))
-                deltas[-1].apply(model)
+        for k in journal.walk(model, max(wanted)):
             if k not in wanted or str(k) in done:
                 continue
             done[str(k)] = base if k == 0 and base else {
@@ -87,8 +82,6 @@ def main() -> None:
                   flush=True)
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(json.dumps(result, indent=1))
-        for d in reversed(deltas):  # back to the unedited weights, exactly, for the next journal
-            d.revert(model)
     plot(result, out / "zsre_loc.png")
 
 

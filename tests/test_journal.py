@@ -38,6 +38,11 @@ def test_journal_replays_and_reverts_exactly(bpe, corpus_file, tmp_path):
         m = tiny_model("llama", bpe)
         j.replay(m, k)
         assert all(torch.equal(p, after[k][n]) for n, p in m.named_parameters()), k
+    m, seen = tiny_model("llama", bpe), []
+    for k in j.walk(m):  # every step in turn on one model, then the base weights again
+        assert all(torch.equal(p, after[k][n]) for n, p in m.named_parameters()), k
+        seen.append(k)
+    assert seen == [0, 1, 2, 3] and all(torch.equal(p, after[0][n]) for n, p in m.named_parameters())
     undone = j.revert_to(1)
     assert len(Journal(tmp_path / "j").steps) == 1
     assert sorted(p.name for p in undone.iterdir()) == sorted(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -67,6 +68,21 @@ class Journal:
             d.apply(model)
             deltas.append(d)
         return deltas
+
+    def walk(self, model, upto: int | None = None) -> Iterator[int]:
+        """Yield k = 0..upto with ``model`` (the base model) as steps 1..k left it, one step applied
+        at a time, as the edits were; when the iteration ends, however it ends, the base weights
+        are back bit-exactly. For measuring every step without reloading the model."""
+        applied = []
+        try:
+            yield 0
+            for step in self.steps[: self._check_k(upto)]:
+                applied.append(load_delta(self.dir / step["delta"]))
+                applied[-1].apply(model)
+                yield len(applied)
+        finally:
+            for d in reversed(applied):
+                d.revert(model)
 
     def prior(self, upto: int | None = None) -> dict[int, torch.Tensor]:
         """Σ K Kᵀ per layer (float64) over the keys of steps 1..upto, summed in step order."""
