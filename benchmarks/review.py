@@ -243,6 +243,40 @@ def random_section() -> list[str]:
     return lines + ["", fmt_files([r for _, r in rows]), ""]
 
 
+# "Well below" the unedited model, as this page decides it: more than a tenth of what the model knew is
+# lost, i.e. the whole 95 % interval of the share still known lies under this.
+WELL_BELOW = 90.0
+
+
+def _well_below(t: dict) -> bool:
+    return t.get("kept") is not None and t["kept_ci95"][1] < WELL_BELOW
+
+
+def retention_verdict(rows: list[dict], seqs: list[dict]) -> list[str]:
+    """The review's question in one paragraph: does retention fall well below the baseline, and from which N."""
+    said = []
+    if rows:
+        first = next((r["n"] for r in rows if _well_below(r["retention"])), None)
+        kept = ", ".join(f"{r['n']:,} edits keep {fmt_ci(r['retention'], 'kept')}" for r in rows)
+        sizes = " and ".join(f"{r['n']:,}" for r in rows)
+        said.append(f"One batch: {kept}, so well below from N = {first:,} (sizes measured: {sizes})"
+                    if first else f"One batch: {kept}, not well below at any size measured")
+    for r in seqs:
+        pts = [p for p in r["points"] if p.get("retention", {}).get("kept") is not None and p["edits"]]
+        first = next((p for p in pts if _well_below(p["retention"])), None)
+        last = pts[-1] if pts else None
+        if not last:
+            continue
+        said.append(f"{sequence_label(r)} in batches of {r['batch_size']}: "
+                    + (f"well below from {first['edits']:,} edits ({fmt_ci(first['retention'], 'kept')})"
+                       if first else "not well below") + f", {last['retention']['kept']:.1f} % after {last['edits']:,}")
+    if not said:
+        return []
+    return [("**Does retention fall well below the baseline?** The unedited model keeps, by definition, 100 % of "
+             "the known facts it knows; \"well below\" here means more than a tenth of them lost (the whole 95 % "
+             f"interval of the share still known under {WELL_BELOW:.0f} %). " + "; ".join(said) + "."), ""]
+
+
 def retention_section() -> list[str]:
     """Point 5: known facts (minus edited subjects) the model still gets right after one large batch
     and after many sequential batches, and zsRE's unrelated ``loc`` questions after zsRE edits and
@@ -251,8 +285,9 @@ def retention_section() -> list[str]:
     seqs = [r for r in load_results("sequential/counterfact_*_seq*.json") if "retention" in r["points"][-1]]
     if not rows and not seqs:
         return ["*Not run yet.*", ""]
-    lines = ["| edit | known facts scored | accuracy unedited → edited | of those known unedited, still known | command |",
-             "|---|---|---|---|---|"]
+    lines = retention_verdict(rows, seqs) + [
+        "| edit | known facts scored | accuracy unedited → edited | of those known unedited, still known | command |",
+        "|---|---|---|---|---|"]
     for r in rows:
         t = r["retention"]
         lines.append(f"| MEMIT, one batch of {r['n']} | {t['facts']} | {t['accuracy_unedited']:.1f} → "

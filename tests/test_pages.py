@@ -34,3 +34,21 @@ def _no_png_writes(monkeypatch):
 def test_page_matches_its_result_files(script, doc):
     assert _script(script).page() == (ROOT / "docs" / doc).read_text(), (
         f"docs/{doc} is stale: run `python benchmarks/{script}.py{' report' if script == 'review' else ''}`")
+
+
+def test_retention_verdict_names_the_first_n_well_below():
+    review = _script("review")
+
+    def kept(k, lo, hi):
+        return {"kept": k, "kept_ci95": [lo, hi]}
+
+    rows = [{"n": 100, "retention": kept(92.0, 88, 95)}, {"n": 1000, "retention": kept(60.0, 55, 65)}]
+    seq = {"method": "memit", "hparams": {}, "batch_size": 100, "points": [
+        {"edits": 0, "retention": kept(100.0, 100, 100)},
+        {"edits": 100, "retention": kept(91.0, 87, 94)},   # interval reaches above 90: not yet
+        {"edits": 200, "retention": kept(85.0, 80, 89)}]}  # first whose whole interval is under 90
+    text = review.retention_verdict(rows, [seq])[0]
+    assert "well below from N = 1,000" in text
+    assert "well below from 200 edits" in text and "85.0 % after 200" in text
+    calm = review.retention_verdict([{"n": 100, "retention": kept(92.0, 88, 95)}], [])[0]
+    assert "not well below" in calm
