@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from report import SEQ_COMMAND, fmt_ci, fmt_files, load_results
+from report import SEQ_COMMAND, STOPPED, finished, fmt_ci, fmt_files, load_results
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
@@ -294,7 +294,8 @@ def retention_section() -> list[str]:
                      f"{t['accuracy_edited']:.1f} | {fmt_ci(t, 'kept')} of {t['known_unedited']} | `{command(_name(r))}` |")
     for r in seqs:
         t, last = r["points"][-1]["retention"], r["points"][-1]
-        done = "" if last["edits"] == r["n"] else f" (in progress: {last['edits']} of {r['n']})"
+        done = (f" ({STOPPED[sequence_label(r)][1]})" if sequence_label(r) in STOPPED and finished(r)
+                else "" if finished(r) else f" (in progress: {last['edits']} of {r['n']})")
         lines.append(f"| {sequence_label(r)}, {last['edits']} edits in batches of {r['batch_size']}{done} | {t['facts']} | "
                      f"{t['accuracy_unedited']:.1f} → {t['accuracy_edited']:.1f} | "
                      f"{fmt_ci(t, 'kept') if t['kept'] is not None else '–'} of {t['known_unedited']} | "
@@ -337,7 +338,7 @@ def page() -> str:
     out += ["## 5. Retention of unrelated known facts", ""] + retention_section()
     missing = [name for name in RUNS if not (RES / RUNS[name][1]).exists()]
     done = {sequence_label(r) for r in load_results("sequential/counterfact_*_seq*.json")
-            if r["points"][-1]["edits"] == r["n"] and "retention" in r["points"][-1]}
+            if finished(r) and "retention" in r["points"][-1]}
     seq_missing = [m for m in ("memit", "memit-seq", "alphaedit", "alphaedit (base C₀)") if m not in done]
     if missing or seq_missing:
         out += ["## Not measured yet", ""]

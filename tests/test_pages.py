@@ -52,3 +52,16 @@ def test_retention_verdict_names_the_first_n_well_below():
     assert "well below from 200 edits" in text and "85.0 % after 200" in text
     calm = review.retention_verdict([{"n": 100, "retention": kept(92.0, 88, 95)}], [])[0]
     assert "not well below" in calm
+
+
+def test_a_run_stopped_on_purpose_counts_as_finished():
+    report = _script("report")
+
+    def run(method, edits, stats="current"):
+        return {"method": method, "n": 2000, "batch_size": 100, "hparams": {"sequential_stats": stats},
+                "points": [{"edits": e} for e in range(0, edits + 1, 100)]}
+
+    stop = report.STOPPED["alphaedit"][0]
+    assert report.finished(run("alphaedit", stop)) and not report.finished(run("alphaedit", stop - 100))
+    assert not report.finished(run("alphaedit", stop, stats="base"))  # the paper's AlphaEdit goes to the end
+    assert not report.finished(run("memit", 1000)) and report.finished(run("memit", 2000))
