@@ -37,7 +37,8 @@ def fmt_machine(m: dict) -> str:
 
 def fmt_files(runs: list[dict]) -> str:
     """The result files, each with the commit it ran at (runs of one table often span commits), and the machine."""
-    files = ", ".join(f"`{r['_file']}` ({str(r.get('machine', {}).get('commit'))[:10]})" for r in runs)
+    commits = [(r.get("machine") or {}).get("commit") for r in runs]
+    files = ", ".join(f"`{r['_file']}` ({c[:10] if c else 'commit not recorded'})" for r, c in zip(runs, commits))
     machines = dict.fromkeys(_machine(r["machine"]) for r in runs if r.get("machine"))
     return f"Files (commit): {files}. Machine: {'; '.join(machines) or 'not recorded'}."
 
@@ -253,7 +254,7 @@ def sequential_section() -> list[str]:
                            + f" (unedited: {drift[0]['null_dim_unedited'][last]}). `--sequential-stats base` keeps the "
                            "unedited ones instead, as MEMIT's and AlphaEdit's own code do.")]
     return lines + ["", "![sequential editing](../benchmarks/results/sequential/counterfact_sequential.png)", "",
-                    fmt_files(runs),
+                    fmt_files(runs + drift),
                     ""]
 
 

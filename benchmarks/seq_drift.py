@@ -25,7 +25,8 @@ from memit import weights
 from memit.delta import load_delta
 from memit.diagnostics import text_change
 from memit.eval.plots import pyplot, save
-from memit.eval.sequential import sequence_label
+from memit.eval.run import machine
+from memit.eval.sequential import journaled_runs, sequence_label
 from memit.hparams import MemitHyperParams, preset_for
 from memit.journal import Journal
 from memit.models.arch import as_math, get_arch
@@ -91,15 +92,13 @@ def main() -> None:
     arch = get_arch(model)
     hp = preset_for("smollm2-135m")
     c0 = stats_for(model, tok, hp)
-    result = {"runs": {}, "statistics": {},
+    result = {"machine": machine(), "runs": {}, "statistics": {},
               "null_dim_unedited": {layer: int((torch.linalg.eigvalsh(c) < hp.null_threshold).sum())
                                     for layer, c in c0.items()}}
-    for jdir in sorted(j for folder in args.dir for j in Path(folder).glob("*.journal")):
-        run = json.loads(jdir.with_suffix(".json").read_text())
-        name, scored = sequence_label(run), len(run["points"]) - 1
-        # Only the steps the result file has scored, so this page and the scores show the same edits.
-        result["runs"][name] = drift(Journal(jdir), model, arch, c0, scored)
-        result["statistics"][name] = stats_drift(Journal(jdir), model, tok, MemitHyperParams.from_dict(run["hparams"]),
+    for journal, run, scored in journaled_runs(args.dir):
+        name = sequence_label(run)
+        result["runs"][name] = drift(journal, model, arch, c0, scored)
+        result["statistics"][name] = stats_drift(journal, model, tok, MemitHyperParams.from_dict(run["hparams"]),
                                                  c0, scored, args.every)
         last = result["runs"][name][-1]
         print(f"{name}: {last['edits']} edits, mean text change {last['mean']:.4f}", flush=True)

@@ -20,8 +20,7 @@ import memit
 from memit.eval.metrics import bootstrap_ci, zsre_case_scores
 from memit.eval.plots import pyplot, save
 from memit.eval.run import machine
-from memit.eval.sequential import sequence_label
-from memit.journal import Journal
+from memit.eval.sequential import journaled_runs, sequence_label
 
 ZSRE = Path(__file__).resolve().parents[2] / "shared/data/zsre/zsre_mend_eval_portability_gpt4.json"
 
@@ -65,9 +64,7 @@ def main() -> None:
     model, tok = memit.load_model("smollm2-135m")
     cases = memit.load_cases(args.zsre, n=args.n, check_batch=False)
     base = None
-    for jdir in sorted(j for folder in args.dir for j in Path(folder).glob("*.journal")):
-        run = json.loads(jdir.with_suffix(".json").read_text())
-        journal, scored = Journal(jdir), len(run["points"]) - 1  # only steps the result file has scored
+    for journal, run, scored in journaled_runs(args.dir):
         wanted = sorted({k for k in range(0, scored + 1, args.every)} | {scored})
         done = result["runs"].setdefault(sequence_label(run), {})
         base = base or done.get("0")  # the unedited model: the same for every run

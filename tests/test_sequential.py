@@ -7,7 +7,7 @@ import torch
 
 import memit
 from helpers import tiny_model
-from memit.eval.sequential import run_sequence
+from memit.eval.sequential import journaled_runs, run_sequence
 from memit.hparams import MemitHyperParams
 from memit.journal import JournalError
 from memit.requests import Case
@@ -52,6 +52,8 @@ def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, 
                      ppl_corpus=corpus_file, ppl_tokens=256, progress=False)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert len(json.loads((tmp_path / "b" / "r.json").read_text())["points"]) == 3  # 0, 1, 2 edits scored
+    (journal, run, scored), = journaled_runs([tmp_path / "b"])  # what the benchmarks measure afterwards
+    assert scored == 2 and len(journal.steps) >= scored and run["method"] == method
     monkeypatch.setattr(seq_mod, "run", real)
     with pytest.raises(JournalError, match="without known facts"):  # started without them: not mixed in later
         run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "b" / "r.json", known_facts=KNOWN,

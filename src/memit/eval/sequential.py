@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from memit.eval.metrics import known_fact_hits, retention_summary
@@ -29,6 +30,15 @@ def sequence_label(result: dict) -> str:
     when they were the unedited model's (two runs of one method differ only there)."""
     base = result.get("hparams", {}).get("sequential_stats") == "base"
     return result["method"] + (" (base C₀)" if base else "")
+
+
+def journaled_runs(folders: list[str | Path]) -> Iterator[tuple[Journal, dict, int]]:
+    """Each sequential run in ``folders`` that still has its journal beside it: (journal, result,
+    steps the result has scored). Measurements made afterwards stop at the scored steps, so they
+    describe the same edits as the scores even while the run is still going."""
+    for jdir in sorted(j for folder in folders for j in Path(folder).glob("*.journal")):
+        run = json.loads(jdir.with_suffix(".json").read_text())
+        yield Journal(jdir), run, len(run["points"]) - 1
 
 
 def _scores(model, tokenizer, cases: list[Case], dataset: str, edits: int) -> dict:
