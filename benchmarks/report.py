@@ -196,8 +196,16 @@ SEQ_COMMAND = ("memit eval --dataset counterfact --data ../shared/data/counterfa
 
 # Sequential runs stopped on purpose before the end (label: (edits, why)), so the pages do not call
 # them "in progress" and list them as missing.
-STOPPED = {"alphaedit": (1000, ("stopped at 1,000 edits to give its CPU time to the paper's AlphaEdit "
-                                "(base C₀): its perplexity had tripled by 900"))}
+STOPPED = {"alphaedit": (1000, "to give its CPU time to the paper's AlphaEdit (base C₀)")}
+
+
+def stopped_note(r: dict) -> str | None:
+    """Why a run stopped on purpose ends where it does, with the perplexity that made it stop."""
+    if sequence_label(r) not in STOPPED or not finished(r):
+        return None
+    first, last = r["points"][0], r["points"][-1]
+    return (f"stopped at {last['edits']:,} edits, perplexity {last['perplexity']:.1f} against "
+            f"{first['perplexity']:.1f} unedited, {STOPPED[sequence_label(r)][1]}")
 
 
 def finished(r: dict) -> bool:
@@ -230,8 +238,8 @@ def sequential_section() -> list[str]:
             took = "–" if p.get("edit_s") is None else f"{p['edit_s']:.0f} s"
             lines.append(f"| {sequence_label(r)} | {p['edits']} | {fmt_ci(p, 'ES')} | {fmt_ci(p, 'PS')} | {fmt_ci(p, 'NS')} | "
                          f"{p.get('perplexity', float('nan')):.2f} | {kept} | {took} |")
-        if sequence_label(r) in STOPPED and finished(r):
-            lines.append(f"| {sequence_label(r)} | *{STOPPED[sequence_label(r)][1]}* | | | | | | |")
+        if stopped_note(r):
+            lines.append(f"| {sequence_label(r)} | *{stopped_note(r)}* | | | | | | |")
         elif not finished(r):
             lines.append(f"| {sequence_label(r)} | *in progress: {len(pts) - 1} of {-(-r['n'] // r['batch_size'])} batches* "
                          "| | | | | | |")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from report import SEQ_COMMAND, STOPPED, finished, fmt_ci, fmt_files, load_results
+from report import SEQ_COMMAND, finished, fmt_ci, fmt_files, load_results, stopped_note
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
@@ -294,7 +294,7 @@ def retention_section() -> list[str]:
                      f"{t['accuracy_edited']:.1f} | {fmt_ci(t, 'kept')} of {t['known_unedited']} | `{command(_name(r))}` |")
     for r in seqs:
         t, last = r["points"][-1]["retention"], r["points"][-1]
-        done = (f" ({STOPPED[sequence_label(r)][1]})" if sequence_label(r) in STOPPED and finished(r)
+        done = (f" ({stopped_note(r)})" if stopped_note(r)
                 else "" if finished(r) else f" (in progress: {last['edits']} of {r['n']})")
         lines.append(f"| {sequence_label(r)}, {last['edits']} edits in batches of {r['batch_size']}{done} | {t['facts']} | "
                      f"{t['accuracy_unedited']:.1f} → {t['accuracy_edited']:.1f} | "

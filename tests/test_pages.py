@@ -59,9 +59,11 @@ def test_a_run_stopped_on_purpose_counts_as_finished():
 
     def run(method, edits, stats="current"):
         return {"method": method, "n": 2000, "batch_size": 100, "hparams": {"sequential_stats": stats},
-                "points": [{"edits": e} for e in range(0, edits + 1, 100)]}
+                "points": [{"edits": e, "perplexity": 30.0 + e / 10} for e in range(0, edits + 1, 100)]}
 
     stop = report.STOPPED["alphaedit"][0]
     assert report.finished(run("alphaedit", stop)) and not report.finished(run("alphaedit", stop - 100))
     assert not report.finished(run("alphaedit", stop, stats="base"))  # the paper's AlphaEdit goes to the end
     assert not report.finished(run("memit", 1000)) and report.finished(run("memit", 2000))
+    assert f"perplexity {30 + stop / 10:.1f} against 30.0" in report.stopped_note(run("alphaedit", stop))
+    assert report.stopped_note(run("alphaedit", stop - 100)) is None and report.stopped_note(run("memit", 2000)) is None
