@@ -97,3 +97,10 @@ def test_base_statistics_keep_alphaedit_in_the_unedited_null_space(bpe, corpus_f
     assert leak["base"] < 1e-6 < leak["current"]  # 8e-8 (float rounding) against 4e-5 here
     with pytest.raises(JournalError, match="sequential_stats"):  # a sequence keeps the statistics it started with
         run_sequence(model, bpe, CASES, "counterfact", "alphaedit", hp, 1, tmp_path / "base" / "r.json", progress=False)
+
+
+def test_journaled_runs_leave_out_a_run_with_nothing_scored(tmp_path):
+    for name, points in (("started", [{"edits": 0}]), ("going", [{"edits": 0}, {"edits": 1}])):
+        (tmp_path / f"{name}.journal").mkdir()
+        (tmp_path / f"{name}.json").write_text(json.dumps({"method": "memit", "points": points}))
+    assert [(run["points"][-1]["edits"], scored) for _, run, scored in journaled_runs([tmp_path])] == [(1, 1)]

@@ -35,10 +35,12 @@ def sequence_label(result: dict) -> str:
 def journaled_runs(folders: list[str | Path]) -> Iterator[tuple[Journal, dict, int]]:
     """Each sequential run in ``folders`` that still has its journal beside it: (journal, result,
     steps the result has scored). Measurements made afterwards stop at the scored steps, so they
-    describe the same edits as the scores even while the run is still going."""
+    describe the same edits as the scores even while the run is still going; a run with no batch
+    scored yet has nothing to measure and is left out."""
     for jdir in sorted(j for folder in folders for j in Path(folder).glob("*.journal")):
         run = json.loads(jdir.with_suffix(".json").read_text())
-        yield Journal(jdir), run, len(run["points"]) - 1
+        if len(run["points"]) > 1:
+            yield Journal(jdir), run, len(run["points"]) - 1
 
 
 def _scores(model, tokenizer, cases: list[Case], dataset: str, edits: int) -> dict:
