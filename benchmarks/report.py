@@ -238,8 +238,8 @@ def sequential_section() -> list[str]:
             took = "–" if p.get("edit_s") is None else f"{p['edit_s']:.0f} s"
             lines.append(f"| {sequence_label(r)} | {p['edits']} | {fmt_ci(p, 'ES')} | {fmt_ci(p, 'PS')} | {fmt_ci(p, 'NS')} | "
                          f"{p.get('perplexity', float('nan')):.2f} | {kept} | {took} |")
-        if stopped_note(r):
-            lines.append(f"| {sequence_label(r)} | *{stopped_note(r)}* | | | | | | |")
+        if note := stopped_note(r):
+            lines.append(f"| {sequence_label(r)} | *{note}* | | | | | | |")
         elif not finished(r):
             lines.append(f"| {sequence_label(r)} | *in progress: {len(pts) - 1} of {-(-r['n'] // r['batch_size'])} batches* "
                          "| | | | | | |")

@@ -294,8 +294,8 @@ def retention_section() -> list[str]:
                      f"{t['accuracy_edited']:.1f} | {fmt_ci(t, 'kept')} of {t['known_unedited']} | `{command(_name(r))}` |")
     for r in seqs:
         t, last = r["points"][-1]["retention"], r["points"][-1]
-        done = (f" ({stopped_note(r)})" if stopped_note(r)
-                else "" if finished(r) else f" (in progress: {last['edits']} of {r['n']})")
+        note = stopped_note(r)
+        done = f" ({note})" if note else "" if finished(r) else f" (in progress: {last['edits']} of {r['n']})"
         lines.append(f"| {sequence_label(r)}, {last['edits']} edits in batches of {r['batch_size']}{done} | {t['facts']} | "
                      f"{t['accuracy_unedited']:.1f} → {t['accuracy_edited']:.1f} | "
                      f"{fmt_ci(t, 'kept') if t['kept'] is not None else '–'} of {t['known_unedited']} | "

@@ -39,7 +39,7 @@ def drift(journal: Journal, model, arch, c0: dict, steps: int) -> list[dict]:
     total: dict[str, object] = {}
     out = []
     for k in range(1, min(steps, len(journal.steps)) + 1):
-        d = load_delta(journal.dir / f"step-{k:04d}.safetensors")
+        d = load_delta(journal.dir / journal.steps[k - 1]["delta"])  # the name the journal recorded
         for name, dw in d.weights.items():
             total[name] = total[name] + dw.double() if name in total else dw.double()
         per_layer = {layer_of[name]: text_change(as_math(dw, arch), as_math(weights.read(model, name), arch),
