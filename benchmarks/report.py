@@ -208,6 +208,20 @@ def stopped_note(r: dict) -> str | None:
             f"{first['perplexity']:.1f} unedited, {STOPPED[sequence_label(r)][1]}")
 
 
+# Sequential runs that cannot go on from where they are: the journal a resume replays was lost with
+# the machine it was on (a rerun refuses to resume such a file). Neither running nor finished.
+LOST = dict.fromkeys(("memit", "memit-seq", "alphaedit (base C₀)"),
+                     "its journal was lost when the machine it ran on was replaced (2026-11-26), so going on "
+                     "means running it again from the first batch")
+
+
+def progress_note(r: dict) -> str:
+    """What the row of an unfinished run says: in progress, or where it stopped and why."""
+    where = f"{r['points'][-1]['edits']:,} of {r['n']:,} edits"
+    label = sequence_label(r)
+    return f"stopped at {where}: {LOST[label]}" if label in LOST else f"in progress: {where}"
+
+
 def finished(r: dict) -> bool:
     """Whether a sequential run is as far as it will go: all its batches, or where it was stopped."""
     stop = STOPPED.get(sequence_label(r), (r["n"], ""))[0]
@@ -241,8 +255,7 @@ def sequential_section() -> list[str]:
         if note := stopped_note(r):
             lines.append(f"| {sequence_label(r)} | *{note}* | | | | | | |")
         elif not finished(r):
-            lines.append(f"| {sequence_label(r)} | *in progress: {len(pts) - 1} of {-(-r['n'] // r['batch_size'])} batches* "
-                         "| | | | | | |")
+            lines.append(f"| {sequence_label(r)} | *{progress_note(r)}* | | | | | | |")
     drift = load_results("sequential/text_change.json")
     if drift:
         lines += ["", ("How far the edited layers moved on ordinary text (`python benchmarks/seq_drift.py`, run where the "
@@ -310,7 +323,8 @@ def ft_tuning_section() -> list[str]:
             "nothing (the N = 10, 100, 1,000 rows above). The sweep ties the learning rate to the bound as ROME "
             f"does (FT-L) or varies it with the decay fixed at 0.5 (FT-W). Best Score so far: {picks}.")
     return [text, "", table(t), "", f"![FT tuning](../benchmarks/results/ft_tuning/tune_n{t['n']}.png)", "",
-            f"File: `{t['_file']}`. Machine: {fmt_machine(t['machine'])}.", ""]
+            (f"File: `{t['_file']}`. Machine and commit: per configuration, in the table (the sweep resumes across "
+            "machines)."), ""]
 
 
 def speed_section() -> list[str]:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from report import SEQ_COMMAND, finished, fmt_ci, fmt_files, load_results, stopped_note
+from report import SEQ_COMMAND, finished, fmt_ci, fmt_files, load_results, progress_note, stopped_note
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
@@ -295,7 +295,7 @@ def retention_section() -> list[str]:
     for r in seqs:
         t, last = r["points"][-1]["retention"], r["points"][-1]
         note = stopped_note(r)
-        done = f" ({note})" if note else "" if finished(r) else f" (in progress: {last['edits']} of {r['n']})"
+        done = f" ({note})" if note else "" if finished(r) else f" ({progress_note(r)})"
         lines.append(f"| {sequence_label(r)}, {last['edits']} edits in batches of {r['batch_size']}{done} | {t['facts']} | "
                      f"{t['accuracy_unedited']:.1f} → {t['accuracy_edited']:.1f} | "
                      f"{fmt_ci(t, 'kept') if t['kept'] is not None else '–'} of {t['known_unedited']} | "
@@ -348,8 +348,9 @@ def page() -> str:
         out += [f"- `{name}`: `{command(name)}`" for name in missing]
     if seq_missing:
         out += ["", (f"Retention after the 2,000 sequential edits (point 5) of {', '.join(seq_missing)}: "
-                     f"`{SEQ_COMMAND}` with M each of these (resumes where it stopped; \"(base C₀)\": add "
-                     "`--sequential-stats base`)."), ""]
+                     f"`{SEQ_COMMAND}` with M each of these (\"(base C₀)\": add `--sequential-stats base`). A run "
+                     "resumes from the journal beside its result file; where the journal is gone it refuses, and the "
+                     "run starts again in a new file."), ""]
     return "\n".join(out) + "\n"
 
 

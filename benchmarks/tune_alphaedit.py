@@ -14,28 +14,17 @@ configurations are skipped on a rerun.
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from pathlib import Path
 
+import sweep
 import torch
 
-import memit
-from memit.eval.metrics import counterfact_case_scores, counterfact_summary
-from memit.eval.perplexity import perplexity
 from memit.eval.plots import pyplot, save
-from memit.eval.run import machine
 from memit.hparams import preset_for
-from memit.methods import run
 from memit.models.loading import cache_dir
 from memit.stats import stats_for
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/data"
-DATA = SHARED / "counterfact/easyedit/counterfact-train.json"
-VALID = SHARED / "wikitext-2-raw/wiki.valid.raw"
-# name → (method, settings changed from the SmolLM2 preset)
-CONFIGS: dict[str, tuple[str, dict]] = {
+CONFIGS: sweep.Configs = {
     "memit": ("memit", {}),
     **{f"threshold2e-2_alpha{a}": ("alphaedit", {"null_threshold": 2e-2, "alpha": a}) for a in (1.0, 10.0)},
     **{f"energy{e:g}_alpha{a}": ("alphaedit", {"null_energy": e, "alpha": a})
@@ -43,51 +32,12 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--out", default="benchmarks/results/alphaedit_tuning")
-    ap.add_argument("--report", action="store_true", help="only redraw the plot and print the table")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    file = out / f"tune_n{args.n}.json"
-    results = json.loads(file.read_text()) if file.exists() else {"runs": {}}
-    if not args.report:
-        measure(results, args.n, file)
-    plot(results, out / f"tune_n{args.n}.png")
-    print(table(results))
-
-
-def measure(results: dict, n: int, file: Path) -> None:
-    """Run every configuration not in ``results`` yet, writing the file after each."""
-    model, tok = memit.load_model("smollm2-135m")
-    cases = memit.load_cases(str(DATA), n=n)
-    reqs = [c.request for c in cases]
-    if "unedited" not in results:
-        results["unedited"] = counterfact_summary(counterfact_case_scores(model, tok, cases))
-        results["unedited"]["perplexity"] = perplexity(model, tok, str(VALID))
-    if "c0_eigenvalues" not in results:  # the premise: does C₀ have a near-null space at all?
+def c0_spectrum(model, tok, results: dict) -> None:
+    """The premise, recorded once: does C₀ have a near-null space at all?"""
+    if "c0_eigenvalues" not in results:
         c0 = stats_for(model, tok, preset_for("smollm2-135m"))
         results["c0_eigenvalues"] = {str(layer): {"min": float(ev[0]), "max": float(ev[-1])}
                                      for layer, ev in ((la, torch.linalg.eigvalsh(c)) for la, c in c0.items())}
-    results.update(n=n, data=str(DATA), perplexity_text=str(VALID), machine=machine())
-    file.write_text(json.dumps(results, indent=1))
-    for name, (method, changes) in CONFIGS.items():
-        if name in results["runs"]:
-            continue
-        hp = preset_for("smollm2-135m")
-        for k, v in changes.items():
-            setattr(hp, k, v)
-        t = time.perf_counter()
-        delta = run(method, model, tok, reqs, hp, checkpoint=cache_dir() / "targets")
-        post = counterfact_summary(counterfact_case_scores(model, tok, cases))
-        post["perplexity"] = perplexity(model, tok, str(VALID))
-        delta.revert(model)
-        results["runs"][name] = {"method": method, "changes": changes, "edited": post,
-                                 "wall_s": time.perf_counter() - t, "layers_info": delta.meta["layers_info"]}
-        print(name, {k: round(post[k], 2) for k in ("ES", "PS", "NS", "perplexity")}, flush=True)
-        file.write_text(json.dumps(results, indent=1))
 
 
 def plot(results: dict, path: Path) -> Path:
@@ -127,4 +77,5 @@ def table(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sweep.main(__doc__, CONFIGS, plot, table, "benchmarks/results/alphaedit_tuning", prepare=c0_spectrum,
+               checkpoint=cache_dir() / "targets")

@@ -15,74 +15,20 @@ finished configurations are skipped on a rerun.
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from pathlib import Path
 
-import memit
-from memit.eval.metrics import counterfact_case_scores, counterfact_summary
-from memit.eval.perplexity import perplexity
-from memit.eval.plots import pyplot, save
-from memit.eval.run import machine
-from memit.hparams import preset_for
-from memit.methods import run
+import sweep
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/data"
-DATA = SHARED / "counterfact/easyedit/counterfact-train.json"
-VALID = SHARED / "wikitext-2-raw/wiki.valid.raw"
+from memit.eval.plots import pyplot, save
+
 # SmolLM2's MLP output weights are large (rms 0.18 at layers 3–8), so ROME's 5·10⁻⁴ is 0.3 % of a
 # typical entry; the sweep goes up to about a quarter of one.
 BOUNDS = (5e-4, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)  # FT-L: ε, with ft_lr = ε
 RATES = (5e-4, 2e-3, 5e-3, 2e-2)  # FT-W: ft_lr, decay as the preset
-# name → (method, settings changed from the SmolLM2 preset)
-CONFIGS: dict[str, tuple[str, dict]] = {
+CONFIGS: sweep.Configs = {
     **{f"ft-l_eps{e:g}": ("ft", {"ft_norm_bound": e, "ft_lr": e}) for e in BOUNDS},
     **{f"ft-w_lr{lr:g}": ("ft-w", {"ft_lr": lr}) for lr in RATES},
 }
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--out", default="benchmarks/results/ft_tuning")
-    ap.add_argument("--report", action="store_true", help="only redraw the plot and print the table")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    file = out / f"tune_n{args.n}.json"
-    results = json.loads(file.read_text()) if file.exists() else {"runs": {}}
-    if not args.report:
-        measure(results, args.n, file)
-    plot(results, out / f"tune_n{args.n}.png")
-    print(table(results))
-
-
-def measure(results: dict, n: int, file: Path) -> None:
-    """Run every configuration not in ``results`` yet, writing the file after each."""
-    model, tok = memit.load_model("smollm2-135m")
-    cases = memit.load_cases(str(DATA), n=n)
-    reqs = [c.request for c in cases]
-    if "unedited" not in results:
-        results["unedited"] = counterfact_summary(counterfact_case_scores(model, tok, cases))
-        results["unedited"]["perplexity"] = perplexity(model, tok, str(VALID))
-    results.update(n=n, data=str(DATA), perplexity_text=str(VALID), machine=machine())
-    file.write_text(json.dumps(results, indent=1))
-    for name, (method, changes) in CONFIGS.items():
-        if name in results["runs"]:
-            continue
-        hp = preset_for("smollm2-135m")
-        for k, v in changes.items():
-            setattr(hp, k, v)
-        t = time.perf_counter()
-        delta = run(method, model, tok, reqs, hp)
-        post = counterfact_summary(counterfact_case_scores(model, tok, cases))
-        post["perplexity"] = perplexity(model, tok, str(VALID))
-        delta.revert(model)
-        results["runs"][name] = {"method": method, "changes": changes, "edited": post,
-                                 "wall_s": time.perf_counter() - t, "layers_info": delta.meta["layers_info"]}
-        print(name, {k: round(post[k], 2) for k in ("ES", "PS", "NS", "Score", "perplexity")}, flush=True)
-        file.write_text(json.dumps(results, indent=1))
 
 
 def best(results: dict, method: str) -> str | None:
@@ -107,7 +53,8 @@ def plot(results: dict, path: Path) -> Path:
         for i, key in enumerate(("ES", "NS", "Score")):
             ax.plot(xs, [r["edited"][key] for r in runs], "o-", color=f"C{i}", label=key, ms=4)
             ax.axhline(u[key], color=f"C{i}", ls=":", lw=1)
-        ax.set_xscale("log")
+        if xs:  # a method not swept yet leaves its panel empty (and unscalable)
+            ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("% (dotted: unedited)")
@@ -118,17 +65,19 @@ def plot(results: dict, path: Path) -> Path:
 
 def table(results: dict) -> str:
     u = results["unedited"]
-    rows = ["| configuration | ES | PS | NS | Score | perplexity (valid) | ‖ΔW‖/‖W‖ | largest entry change |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| unedited | {u['ES']:.0f} | {u['PS']:.0f} | {u['NS']:.0f} | {u['Score']:.1f} | {u['perplexity']:.2f} | | |"]
+    rows = ["| configuration | ES | PS | NS | Score | perplexity (valid) | ‖ΔW‖/‖W‖ | largest entry change | ran on |",
+            "|---|---|---|---|---|---|---|---|---|",
+            (f"| unedited | {u['ES']:.0f} | {u['PS']:.0f} | {u['NS']:.0f} | {u['Score']:.1f} | {u['perplexity']:.2f} | | | "
+            f"{sweep.ran_on(results['machine'])} |")]
     chosen = {best(results, "ft"), best(results, "ft-w")}
     for name, r in results["runs"].items():
         e, li = r["edited"], r["layers_info"][0]
         mark = " (best Score)" if name in chosen else ""
         rows.append(f"| {name}{mark} | {e['ES']:.0f} | {e['PS']:.0f} | {e['NS']:.0f} | {e['Score']:.1f} | "
-                    f"{e['perplexity']:.2f} | {li['delta_rel_norm']:.4f} | {li['max_abs_change']:.1e} |")
+                    f"{e['perplexity']:.2f} | {li['delta_rel_norm']:.4f} | {li['max_abs_change']:.1e} | "
+                    f"{sweep.ran_on(r.get('machine', results['machine']))} |")
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    main()
+    sweep.main(__doc__, CONFIGS, plot, table, "benchmarks/results/ft_tuning")

@@ -67,3 +67,43 @@ def test_a_run_stopped_on_purpose_counts_as_finished():
     assert not report.finished(run("memit", 1000)) and report.finished(run("memit", 2000))
     assert f"perplexity {30 + stop / 10:.1f} against 30.0" in report.stopped_note(run("alphaedit", stop))
     assert report.stopped_note(run("alphaedit", stop - 100)) is None and report.stopped_note(run("memit", 2000)) is None
+
+
+def test_sweep_runs_only_what_is_missing_and_stamps_each_run(tmp_path, monkeypatch):
+    """The tuning sweeps resume across sessions and machines: a rerun must not redo (or restamp)
+    finished configurations, and each new one carries the machine it ran on."""
+    sweep = _script("sweep")
+    ran = []
+
+    class FakeDelta:
+        def __init__(self):
+            self.meta = {"layers_info": [{"delta_rel_norm": 0.1, "max_abs_change": 0.01}]}
+
+        def revert(self, model):
+            ran.append("reverted")
+
+    class HP:
+        ft_lr = 1.0
+
+    def fake_run(method, model, tok, reqs, hp, checkpoint=None):
+        ran.append((method, hp.ft_lr))
+        return FakeDelta()
+
+    monkeypatch.setattr(sweep.memit, "load_model", lambda name: ("model", "tok"))
+    monkeypatch.setattr(sweep.memit, "load_cases", lambda data, n: [])
+    monkeypatch.setattr(sweep, "preset_for", lambda name: HP())
+    monkeypatch.setattr(sweep, "run", fake_run)
+    monkeypatch.setattr(sweep, "score", lambda model, tok, cases: {k: 1.0 for k in ("ES", "PS", "NS", "Score", "perplexity")})
+    monkeypatch.setattr(sweep, "machine", lambda: {"cpu": "here", "commit": "abc"})
+    configs = {"a": ("ft", {"ft_lr": 2.0}), "b": ("ft-w", {"ft_lr": 3.0})}
+    file = tmp_path / "tune.json"
+    old = {"method": "ft", "changes": {}, "edited": {}, "machine": {"cpu": "elsewhere"}}
+    results = {"runs": {"a": old}, "unedited": {"ES": 0.0}, "machine": {"cpu": "first"}}
+    sweep.measure(configs, results, 5, file, checkpoint=None)
+    assert ran == [("ft-w", 3.0), "reverted"]
+    saved = __import__("json").loads(file.read_text())
+    assert saved["runs"]["a"] == old and saved["runs"]["b"]["machine"] == {"cpu": "here", "commit": "abc"}
+    assert saved["machine"] == {"cpu": "first"}  # the file's own stamp stays the unedited measurement's
+    ran.clear()
+    sweep.measure(configs, saved, 5, file)  # nothing left: the model is not even loaded
+    assert ran == []

@@ -1,6 +1,7 @@
 """Sequential editing measured batch by batch: resumable through its journal, model restored after."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -68,6 +69,9 @@ def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, 
     assert len(first["points"]) == 3  # unedited, then two batches: the call stopped there
     rest = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "c" / "r.json", progress=False)
     assert [p["ES"] for p in rest["points"]] == [p["ES"] for p in whole["points"]]
+    shutil.rmtree(tmp_path / "c" / "r.journal")  # the machine that held it is gone: the scores stay, the edits do not
+    with pytest.raises(JournalError, match="journal was lost"):
+        run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "c" / "r.json", progress=False)
 
 
 def test_base_statistics_keep_alphaedit_in_the_unedited_null_space(bpe, corpus_file, tmp_path):

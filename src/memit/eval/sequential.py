@@ -88,6 +88,10 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     started = result["hparams"].get("sequential_stats", "current")
     if started != hp.sequential_stats:
         raise JournalError(f"{out_file} was started with sequential_stats {started!r}, not {hp.sequential_stats!r}")
+    if len(result["points"]) - 1 > len(journal.steps):  # scores of edits the journal no longer holds
+        raise JournalError(f"{out_file} has {len(result['points']) - 1} batches scored but its journal "
+                           f"{journal.dir} holds {len(journal.steps)}: the journal was lost or moved; restore it, "
+                           "or start a new result file (the scores there would describe other edits)")
     stats = sequence_stats(model, tokenizer, hp, progress)  # before the replay: the unedited model's
     applied = journal.replay(model)
     try:
