@@ -55,13 +55,14 @@ def main() -> None:
     ap.add_argument("--zsre", default=str(ZSRE), help="zsRE records; their loc questions are the probe")
     ap.add_argument("--n", type=int, default=1000, help="first N records of --zsre")
     ap.add_argument("--every", type=int, default=5, help="score every this many steps (and the last scored one)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the rebuilt models run")
     args = ap.parse_args()
     out = Path(args.out or args.dir[0])
     file = out / "zsre_loc.json"
     result = json.loads(file.read_text()) if file.exists() else {"zsre": args.zsre, "n": args.n, "runs": {}}
     if (result["zsre"], result["n"]) != (args.zsre, args.n):
         raise SystemExit(f"{file} was made with another probe ({result['zsre']}, n {result['n']}); use another --out")
-    model, tok = memit.load_model("smollm2-135m")
+    model, tok = memit.load_model("smollm2-135m", device=args.device)
     cases = memit.load_cases(args.zsre, n=args.n, check_batch=False)
     base = None
     for journal, run, scored in journaled_runs(args.dir):

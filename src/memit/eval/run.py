@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -40,13 +41,17 @@ from memit.requests import Case
 
 
 def machine() -> dict:
-    commit = None
-    try:
-        here = Path(__file__).resolve().parent
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                check=False).stdout.strip() or None
-    except OSError:
-        pass
+    """Where a result was made. A copy of the code without its git history (as sent to a GPU machine)
+    names its commit in ``MEMIT_COMMIT``; anything but a full hash is recorded as unknown."""
+    commit = os.environ.get("MEMIT_COMMIT")
+    if not commit:
+        try:
+            here = Path(__file__).resolve().parent
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                    check=False).stdout.strip()
+        except OSError:
+            pass
+    commit = commit if commit and re.fullmatch(r"[0-9a-f]{40}", commit) else None
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
