@@ -28,7 +28,8 @@ def fmt_ci(d: dict, k: str) -> str:
 
 
 def _machine(m: dict) -> str:
-    return f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')})"
+    gpu = f", {m['cuda']}" if m.get("cuda") else ""
+    return f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')}{gpu})"
 
 
 def fmt_machine(m: dict) -> str:
@@ -208,18 +209,26 @@ def stopped_note(r: dict) -> str | None:
             f"{first['perplexity']:.1f} unedited, {STOPPED[sequence_label(r)][1]}")
 
 
-# Sequential runs that cannot go on from where they are: the journal a resume replays was lost with
-# the machine it was on (a rerun refuses to resume such a file). Neither running nor finished.
-LOST = dict.fromkeys(("memit", "memit-seq", "alphaedit (base C₀)"),
-                     "its journal was lost when the machine it ran on was replaced (2026-11-26), so going on "
-                     "means running it again from the first batch")
-
-
 def progress_note(r: dict) -> str:
-    """What the row of an unfinished run says: in progress, or where it stopped and why."""
-    where = f"{r['points'][-1]['edits']:,} of {r['n']:,} edits"
-    label = sequence_label(r)
-    return f"stopped at {where}: {LOST[label]}" if label in LOST else f"in progress: {where}"
+    """What the row of a run that has not reached its end says."""
+    return f"in progress: {r['points'][-1]['edits']:,} of {r['n']:,} edits"
+
+
+def target_verdict(runs: list[dict]) -> str | None:
+    """The methods issue's yardstick, read from the files: after 2,000 sequential edits, ES ≥ 98 and
+    NS within 10 points of the unedited model (AlphaEdit's reported result on GPT-J and Llama-3)."""
+    done = [r for r in runs if r["points"][-1]["edits"] >= 2000]
+    if not done:
+        return None
+    parts = []
+    for r in done:
+        first, last = r["points"][0], r["points"][-1]
+        met = last["ES"] >= 98 and first["NS"] - last["NS"] <= 10
+        parts.append(f"{sequence_label(r)}: ES {last['ES']:.1f}, NS {last['NS']:.1f} against {first['NS']:.1f} unedited "
+                     f"({first['NS'] - last['NS']:.1f} below), perplexity {last['perplexity']:,.1f} — "
+                     + ("target met" if met else "target missed"))
+    return ("Against the target (after 2,000 sequential edits ES ≥ 98 and NS within 10 points of the unedited "
+            "model): " + "; ".join(parts) + ".")
 
 
 def finished(r: dict) -> bool:
@@ -241,7 +250,10 @@ def sequential_section() -> list[str]:
              "perplexity on the first 20,000 tokens of wikitext-2 test; known facts: those of known_1000 whose "
              "subject no edit of the run touches, as a share of the ones the unedited model knew. "
               "The 0 row is the unedited model on all 2,000 records. A batch is quick when its target vectors were "
-              "stored already by a method whose edits so far are identical (MEMIT and MEMIT-seq after one batch)."), "",
+              "stored already by a method whose edits so far are identical (MEMIT and MEMIT-seq after one batch). "
+              "Runs on a GPU (their machine below) were made by `bash benchmarks/gpu_seq.sh`, which runs this command "
+              "for memit, memit-seq and alphaedit (base C₀) side by side on one GPU, with exact prefixes of the data "
+              "(the first 2,000 records, and text holding the perplexity's 20,000 tokens) carried to the machine."), "",
              "| method | edits so far | ES | PS | NS | perplexity | known facts still known | edit time of the batch |",
              "|---" * 8 + "|"]
     for r in runs:
@@ -256,6 +268,8 @@ def sequential_section() -> list[str]:
             lines.append(f"| {sequence_label(r)} | *{note}* | | | | | | |")
         elif not finished(r):
             lines.append(f"| {sequence_label(r)} | *{progress_note(r)}* | | | | | | |")
+    if verdict := target_verdict(runs):
+        lines += ["", verdict]
     drift = load_results("sequential/text_change.json")
     if drift:
         lines += ["", ("How far the edited layers moved on ordinary text (`python benchmarks/seq_drift.py`, run where the "

@@ -311,7 +311,9 @@ def retention_section() -> list[str]:
     if loc:
         lines += ["", ("The same loc questions (first " f"{loc[0]['n']} records) after the sequential CounterFact edits, "
                        "scored afterwards on the models rebuilt from the edit journals (`python benchmarks/seq_loc.py "
-                       "--dir benchmarks/results/sequential --every 5`, file `benchmarks/results/sequential/zsre_loc.json`):"),
+                       "--dir benchmarks/results/sequential --every 5`, file `benchmarks/results/sequential/zsre_loc.json`; for "
+                       "the runs made on a GPU, by `benchmarks/gpu_seq.sh` there, where their journals are; each point "
+                       "records its machine):"),
                   "", "| method | edits so far | loc accuracy |", "|---|---|---|"]
         for method, points in loc[0]["runs"].items():
             lines += [f"| {method} | {p['edits']} | {fmt_ci(p, 'loc')} |"

@@ -107,3 +107,16 @@ def test_sweep_runs_only_what_is_missing_and_stamps_each_run(tmp_path, monkeypat
     ran.clear()
     sweep.measure(configs, saved, 5, file)  # nothing left: the model is not even loaded
     assert ran == []
+
+
+def test_target_verdict_reads_the_last_point_against_the_unedited_one():
+    report = _script("report")
+
+    def run(method, es, ns):
+        return {"method": method, "hparams": {}, "points": [{"edits": 0, "ES": 30.0, "NS": 70.0, "perplexity": 30.0},
+                                                           {"edits": 2000, "ES": es, "NS": ns, "perplexity": 40.0}]}
+
+    text = report.target_verdict([run("alphaedit", 98.5, 61.0), run("memit", 99.0, 59.0)])
+    assert "alphaedit: ES 98.5, NS 61.0 against 70.0 unedited (9.0 below), perplexity 40.0 — target met" in text
+    assert "memit: ES 99.0, NS 59.0 against 70.0 unedited (11.0 below), perplexity 40.0 — target missed" in text
+    assert report.target_verdict([{**run("memit", 99.0, 69.0), "points": [{"edits": 0}, {"edits": 1000}]}]) is None

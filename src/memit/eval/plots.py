@@ -86,9 +86,11 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     ax.set_title(f"{dataset}: sequential editing")
-    for (_, label), side in zip(extra, axes[0][1:]):
+    for (key, label), side in zip(extra, axes[0][1:]):
         side.set_xlabel("edits so far")
         side.set_ylabel(label)
+        if key == "perplexity":  # a collapsing run spans orders of magnitude; the others must stay readable
+            side.set_yscale("log")
         side.grid(alpha=0.3)
         side.legend(fontsize=7)
     out = Path(results_dir) / f"{dataset}_sequential.png"
