@@ -5,8 +5,10 @@ of the layer's MLP output weights to ±5·10⁻⁴ with Adam's learning rate equ
 GPT-J it used 5·10⁻⁵ for both). On SmolLM2 those settings edit nothing: at N = 10, 100 and 1,000
 of counterfact-edit, ES stays at the unedited model's. A baseline that does nothing is no
 comparison, so, as the papers retuned it per model, this sweeps on N train facts (one batch):
-FT-L with the bound ε and learning rate ε tied as ROME ties them, and FT-W (decay 0.5 of the
-change) over the learning rate. Reported: ES/PS/NS and their Score, perplexity on wikitext-2
+FT-L with the bound ε and learning rate ε tied as ROME ties them, and FT-W over the learning rate
+with the preset's decay (0.5 of the change), then with weaker decays: at 0.5 the decay's pull
+outweighs the gradient of the edits' loss at every learning rate tried, so Adam settles at the same
+small change whatever its step size. Reported: ES/PS/NS and their Score, perplexity on wikitext-2
 *validation*, and ‖ΔW‖/‖W‖. The preset takes the best Score of each. Resumable: one JSON,
 finished configurations are skipped on a rerun.
 
@@ -25,9 +27,11 @@ from memit.eval.plots import pyplot, save
 # typical entry; the sweep goes up to about a quarter of one.
 BOUNDS = (5e-4, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)  # FT-L: ε, with ft_lr = ε
 RATES = (5e-4, 2e-3, 5e-3, 2e-2)  # FT-W: ft_lr, decay as the preset
+DECAYS = (5e-2, 5e-3)  # FT-W: weaker decays, at the two larger rates
 CONFIGS: sweep.Configs = {
     **{f"ft-l_eps{e:g}": ("ft", {"ft_norm_bound": e, "ft_lr": e}) for e in BOUNDS},
     **{f"ft-w_lr{lr:g}": ("ft-w", {"ft_lr": lr}) for lr in RATES},
+    **{f"ft-w_lr{lr:g}_wd{wd:g}": ("ft-w", {"ft_lr": lr, "ft_weight_decay": wd}) for wd in DECAYS for lr in RATES[2:]},
 }
 
 
@@ -48,17 +52,21 @@ def plot(results: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     u = results["unedited"]
     for ax, (method, xlabel) in zip(axes, (("ft", "FT-L bound ε (= learning rate)"), ("ft-w", "FT-W learning rate"))):
-        runs = sorted((r for r in results["runs"].values() if r["method"] == method), key=_setting)
-        xs = [_setting(r) for r in runs]
+        runs = [r for r in results["runs"].values() if r["method"] == method]
+        decays = sorted({r["changes"].get("ft_weight_decay", 0.5) for r in runs}, reverse=True)
+        for style, decay in zip(("o-", "s--", "^:"), decays):  # FT-W: one set of lines per decay
+            line = sorted((r for r in runs if r["changes"].get("ft_weight_decay", 0.5) == decay), key=_setting)
+            for i, key in enumerate(("ES", "NS", "Score")):
+                label = key if method == "ft" else f"{key}, decay {decay:g}"
+                ax.plot([_setting(r) for r in line], [r["edited"][key] for r in line], style, color=f"C{i}", label=label, ms=4)
         for i, key in enumerate(("ES", "NS", "Score")):
-            ax.plot(xs, [r["edited"][key] for r in runs], "o-", color=f"C{i}", label=key, ms=4)
             ax.axhline(u[key], color=f"C{i}", ls=":", lw=1)
-        if xs:  # a method not swept yet leaves its panel empty (and unscalable)
+        if runs:  # a method not swept yet leaves its panel empty (and unscalable)
             ax.set_xscale("log")
+            ax.legend(fontsize=7)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("% (dotted: unedited)")
-    axes[0].legend(fontsize=8)
     fig.suptitle(f"Fine-tuning baselines on SmolLM2, one batch of {results['n']} (counterfact-train)", fontsize=9)
     return save(fig, path)
 
