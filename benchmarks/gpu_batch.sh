@@ -34,7 +34,10 @@ job() {
   case $1 in
     rome) memit "${base[@]}" --method rome --out "$work/rome" ;;
     oracle) memit "${base[@]}" --layers 0,1,2,3,4,5 --out "$work/oracle" ;;
-    lambda) for lam in 100 1000 15000 100000; do memit "${base[@]}" "${ppl[@]}" --lambda $lam --out "$work/lambda_$lam"; done ;;
+    lambda)  # the first stores the target vectors (λ does not change them); the other three share them
+      memit "${base[@]}" "${ppl[@]}" --lambda 100 --out "$work/lambda_100"
+      for lam in 1000 15000 100000; do memit "${base[@]}" "${ppl[@]}" --lambda $lam --out "$work/lambda_$lam" & done
+      wait ;;
     ft) memit "${base[@]}" --method ft --hparams benchmarks/hparams/smollm2-135m_ft-l.json --out "$work/tuned_ft" ;;
     ft-w) [ -f benchmarks/hparams/smollm2-135m_ft-w.json ] &&
             memit "${base[@]}" --method ft-w --hparams benchmarks/hparams/smollm2-135m_ft-w.json --out "$work/tuned_ft-w" ;;
