@@ -149,7 +149,7 @@ def method_label(r: dict) -> str:
     """A method with the settings that tell its rows apart: the fine-tuning baselines ran with the
     papers' settings and with settings tuned on counterfact-train."""
     hp, m = r.get("hparams", {}), r["method"]
-    how = " (tuned on train)" if r.get("tuned") else " (papers')"
+    how = " (tuned on train)" if r.get("tuned") else " (earlier preset)"
     if m == "ft-l":
         return f"ft-l, ε {hp.get('ft_norm_bound', float('nan')):g}{how}"
     if m == "ft-w":
