@@ -337,24 +337,9 @@ def alphaedit_section() -> list[str]:
             f"File: `{t['_file']}`. Machine: {fmt_machine(t['machine'])}.", ""]
 
 
-def _edge_note(t: dict) -> str:
-    """Whether a chosen setting lies at the end of what was swept (then a wider sweep might beat it)."""
-    from tune_ft import best
-
-    edges = []
-    for method, key, end, what in (("ft", "ft_norm_bound", max, "the largest bound"),
-                                   ("ft-w", "ft_weight_decay", min, "the weakest decay")):
-        runs = [r for r in t["runs"].values() if r["method"] == method]
-        if runs and best(t, method):
-            tried = [r["changes"].get(key, 0.5) for r in runs]
-            if t["runs"][best(t, method)]["changes"].get(key, 0.5) == end(tried):
-                edges.append(f"{method}'s is {what} tried")
-    return f" At the edge of the sweep: {' and '.join(edges)}." if edges else ""
-
-
 def ft_tuning_section() -> list[str]:
     """Why the fine-tuning baselines run with other settings than their papers': the sweep on train."""
-    from tune_ft import best, table
+    from tune_ft import best, edge_note, table
 
     tune = load_results("ft_tuning/tune_n*.json")
     if not tune:
@@ -368,7 +353,7 @@ def ft_tuning_section() -> list[str]:
             "nothing (the N = 10, 100, 1,000 rows above). The sweep ties the learning rate to the bound as ROME "
             "does (FT-L), and varies FT-W's learning rate at the decay 0.5, then at weaker decays (at 0.5 the decay "
             f"holds the change at the same small size whatever the rate). Best Score: {picks}; the methods table "
-            "above runs them (`benchmarks/hparams/`)." + _edge_note(t))
+            "above runs them (`benchmarks/hparams/`)." + edge_note(t))
     return [text, "", table(t), "", f"![FT tuning](../benchmarks/results/ft_tuning/tune_n{t['n']}.png)", "",
             (f"File: `{t['_file']}`. Machine and commit: per configuration, in the table (the sweep resumes across "
             "machines)."), ""]

@@ -22,6 +22,7 @@ from pathlib import Path
 import sweep
 
 from memit.eval.plots import pyplot, save
+from memit.hparams import preset_for
 
 # SmolLM2's MLP output weights are large (rms 0.18 at layers 3–8), so ROME's 5·10⁻⁴ is 0.3 % of a
 # typical entry; the sweep goes up to about a quarter of one.
@@ -45,6 +46,24 @@ def _setting(r: dict) -> float:
     return r["changes"].get("ft_norm_bound", r["changes"]["ft_lr"])
 
 
+def value(r: dict, key: str) -> float:
+    """A configuration's setting: what it changed, else the SmolLM2 preset's."""
+    return r["changes"].get(key, getattr(preset_for("smollm2-135m"), key))
+
+
+def edge_note(results: dict) -> str:
+    """Whether a chosen setting lies at the end of what was swept (then a wider sweep might beat it)."""
+    edges = []
+    for method, key, end, what in (("ft", "ft_norm_bound", max, "the largest bound"),
+                                   ("ft-w", "ft_weight_decay", min, "the weakest decay")):
+        chosen = best(results, method)
+        if chosen:
+            tried = [value(r, key) for r in results["runs"].values() if r["method"] == method]
+            if value(results["runs"][chosen], key) == end(tried):
+                edges.append(f"{method}'s is {what} tried")
+    return f" At the edge of the sweep: {' and '.join(edges)}." if edges else ""
+
+
 def plot(results: dict, path: Path) -> Path:
     """ES, NS and Score against the setting swept, one panel per method: where the edits start
     to take, and what they cost the neighbours."""
@@ -53,9 +72,9 @@ def plot(results: dict, path: Path) -> Path:
     u = results["unedited"]
     for ax, (method, xlabel) in zip(axes, (("ft", "FT-L bound ε (= learning rate)"), ("ft-w", "FT-W learning rate"))):
         runs = [r for r in results["runs"].values() if r["method"] == method]
-        decays = sorted({r["changes"].get("ft_weight_decay", 0.5) for r in runs}, reverse=True)
+        decays = sorted({value(r, "ft_weight_decay") for r in runs}, reverse=True)
         for style, decay in zip(("o-", "s--", "^:"), decays):  # FT-W: one set of lines per decay
-            line = sorted((r for r in runs if r["changes"].get("ft_weight_decay", 0.5) == decay), key=_setting)
+            line = sorted((r for r in runs if value(r, "ft_weight_decay") == decay), key=_setting)
             for i, key in enumerate(("ES", "NS", "Score")):
                 label = key if method == "ft" else f"{key}, decay {decay:g}"
                 ax.plot([_setting(r) for r in line], [r["edited"][key] for r in line], style, color=f"C{i}", label=label, ms=4)
