@@ -25,7 +25,7 @@ work=${WORK:-/tmp/memit-batch}
 mkdir -p "$work" "$OUT"
 log="$OUT/gpu_batch.log"
 setup "$A" "$B" "$log" || exit 1
-echo "model ready after $(( $(date +%s) - start )) s" >> "$log"
+echo "model ready after $(elapsed) s" >> "$log"
 base=(eval --dataset counterfact --data "$B/counterfact-edit.first2000.json" --n "$N" --device "$DEVICE" --quiet)
 ppl=(--perplexity "$B/wiki.test.first200k.raw")
 
@@ -48,7 +48,7 @@ collect() {  # every result file, named by its folder: rome_counterfact_rome_n10
 }
 pids=()
 for j in $jobs_wanted; do
-  timeout $(( LIMIT - ($(date +%s) - start) - 10 )) bash -c "$(declare -f memit job); $(declare -p base ppl work log PY); job $j" &
+  timeout $(( $(left) - 10 )) bash -c "$(declare -f memit job); $(declare -p base ppl work log PY); job $j" &
   pids+=($!)
 done
 (while sleep 10; do collect; done) &
@@ -56,4 +56,4 @@ copier=$!
 wait "${pids[@]}"
 kill $copier
 collect
-echo "done after $(( $(date +%s) - start )) s" >> "$log"
+echo "done after $(elapsed) s" >> "$log"

@@ -54,3 +54,7 @@ print("torch", torch.__version__, "transformers", transformers.__version__, mach
       "model fingerprint", model_fingerprint(m), flush=True)
 PY
 }
+
+# Seconds since the script's `start`, and left of its LIMIT: each step's timeout leaves room for those after it.
+elapsed() { echo $(( $(date +%s) - start )); }
+left() { echo $(( LIMIT - $(elapsed) )); }

@@ -17,14 +17,13 @@ if [ "$mode" = pack ]; then pack "$A" "$B"; exit; fi
 
 OUT=$4 LIMIT=${5:-560}
 start=$(date +%s)
-left() { echo $((LIMIT - ($(date +%s) - start))); }
 work=${WORK:-/tmp/memit-seq}
 mkdir -p "$work" "$OUT"
 log="$OUT/gpu_seq.log"
 setup "$A" "$B" "$log" || exit 1
 common=(eval --dataset counterfact --data "$B/counterfact-edit.first2000.json" --n "$N" --batch-size "$BS"
         --perplexity "$B/wiki.test.first200k.raw" --retention "$B/known_1000.json" --device "$DEVICE" --quiet --out "$work")
-echo "model ready after $(( $(date +%s) - start )) s" >> "$log"
+echo "model ready after $(elapsed) s" >> "$log"
 pids=()
 for m in "memit" "memit-seq" "alphaedit --sequential-stats base"; do
   # shellcheck disable=SC2086
@@ -35,7 +34,7 @@ done
 copier=$!
 wait "${pids[@]}"
 cp "$work"/*.json "$OUT"/
-echo "sequential runs ended after $(( $(date +%s) - start )) s" >> "$log"
+echo "sequential runs ended after $(elapsed) s" >> "$log"
 mkdir -p "$work/extra"
 timeout $(( $(left) - 60 )) $PY benchmarks/seq_loc.py --dir "$work" --out "$work/extra" --device "$DEVICE" \
   --zsre "$B/zsre-eval.first1000.json" --every 5 >> "$log" 2>&1
@@ -44,4 +43,4 @@ timeout $(( $(left) - 5 )) $PY benchmarks/seq_drift.py --dir "$work" --out "$wor
   --every 5 >> "$log" 2>&1
 cp "$work/extra/text_change.json" "$OUT"/ 2>/dev/null
 kill $copier
-echo "done after $(( $(date +%s) - start )) s" >> "$log"
+echo "done after $(elapsed) s" >> "$log"
