@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from memit.eval.metrics import counterfact_strata
+from memit.eval.metrics import counterfact_strata, counterfact_summary
 from memit.eval.plots import compare_plot
 from memit.eval.sequential import sequence_label
 from memit.hparams import preset_for
@@ -157,6 +157,27 @@ def method_label(r: dict) -> str:
     return m
 
 
+def es_by_quarter(r: dict) -> list[float]:
+    """ES of each quarter of the requests, in the order they were edited."""
+    cases = r["per_case"]["edited"]
+    q = len(cases) // 4
+    return [counterfact_summary(cases[i * q:(i + 1) * q])["ES"] for i in range(4)]
+
+
+def edit_age_lines(runs: list[dict]) -> list[str]:
+    """ROME edits request after request, so a later rank-one update can undo an earlier one: its ES by
+    the age of the edit shows how much, beside MEMIT's single batch over the same requests."""
+    lines = []
+    for rome in (r for r in runs if r["method"] == "rome" and r["n"] >= 100 and "per_case" in r):
+        memit = [r for r in runs if r["method"] == "memit" and r["n"] == rome["n"] and "per_case" in r]
+        line = (f"ES by the age of the edit, N = {rome['n']} (the requests in edit order, in quarters, first to last): "
+                f"ROME {' / '.join(f'{x:.1f}' for x in es_by_quarter(rome))}")
+        if memit:
+            line += f"; MEMIT's one batch over the same quarters {' / '.join(f'{x:.1f}' for x in es_by_quarter(memit[0]))}"
+        lines += ["", line + "."]
+    return lines
+
+
 def methods_section() -> list[str]:
     """The paper's comparison: MEMIT against ROME (request after request) and FT-L, one batch of N."""
     runs = load_results("methods/counterfact_*_n*.json")
@@ -198,6 +219,7 @@ def methods_section() -> list[str]:
                                f"N = {n} on counterfact-edit: MEMIT, ROME (request by request), FT-L, FT-W")
             plots += ["", f"![methods at N = {n}](../{png.relative_to(ROOT)})"]
     lines += ["", "† ROME: the largest change made by a single request (it records one rank-one update per request)."]
+    lines += edit_age_lines(runs)
     if any(r.get("shared") for r in runs):
         lines += ["", ("‡ The review's run of the same edit (`python benchmarks/review.py run cov-1000`, which adds "
                   "`--perplexity` and `--retention` to this command), not run a second time.")]

@@ -120,3 +120,21 @@ def test_target_verdict_reads_the_last_point_against_the_unedited_one():
     assert "alphaedit: ES 98.5, NS 61.0 against 70.0 unedited (9.0 below), perplexity 40.0 — target met" in text
     assert "memit: ES 99.0, NS 59.0 against 70.0 unedited (11.0 below), perplexity 40.0 — target missed" in text
     assert report.target_verdict([{**run("memit", 99.0, 69.0), "points": [{"edits": 0}, {"edits": 1000}]}]) is None
+
+
+def test_edit_age_reads_es_of_each_quarter_in_edit_order():
+    report = _script("report")
+
+    def case(new_wins):  # one rewrite prompt: NLL of target_new below target_true when the edit holds
+        return {"rewrite": [{"new": 1.0, "true": 2.0} if new_wins else {"new": 2.0, "true": 1.0}],
+                "paraphrase": [], "neighborhood": []}
+
+    # ROME forgets its oldest edits: 0, 1, 2, 3 of each quarter of 4 requests hold.
+    rome = [case(j < i) for i in range(4) for j in range(4)]
+    runs = [{"method": "rome", "n": 16, "per_case": {"edited": rome}},
+            {"method": "memit", "n": 16, "per_case": {"edited": [case(True)] * 16}}]
+    assert report.es_by_quarter(runs[0]) == [0.0, 25.0, 50.0, 75.0]
+    assert report.edit_age_lines([dict(r, n=100) for r in runs]) == [
+        "", ("ES by the age of the edit, N = 100 (the requests in edit order, in quarters, first to last): "
+             "ROME 0.0 / 25.0 / 50.0 / 75.0; MEMIT's one batch over the same quarters 100.0 / 100.0 / 100.0 / 100.0.")]
+    assert report.edit_age_lines(runs) == []  # too few requests for quarters to say anything
