@@ -103,7 +103,7 @@ def compare_plot(points: list[dict], labels: list[str], dataset: str, out: str |
     plt = pyplot()
     metrics = METRICS[dataset]
     width = 0.8 / len(points)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(metrics) * max(1, len(points) / 3), 4))
+    fig, ax = plt.subplots(figsize=(3.6 + 1.6 * len(metrics) * max(1, len(points) / 3), 4))
     for i, (p, label) in enumerate(zip(points, labels)):
         xs = [m + (i - (len(points) - 1) / 2) * width for m in range(len(metrics))]
         vals = [p["edited"][k] for k in metrics]
@@ -117,7 +117,7 @@ def compare_plot(points: list[dict], labels: list[str], dataset: str, out: str |
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
     ax.set_title(title, fontsize=9)
     return save(fig, out)
 
