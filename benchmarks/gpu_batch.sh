@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The one-batch N = 1,000 runs that two CPU cores cannot finish in a session, side by side on one
-# GPU: ROME request after request (#6 a), the a-priori-band question's oracle band 0–5 and the λ sweep
-# (the review's points 2 and 3), and the fine-tuning baselines with their settings tuned on
-# counterfact-train (benchmarks/hparams). Each is the `memit eval` command that docs/results.md and
-# docs/review.md print, with --device cuda and the data carried as exact prefixes (gpu_common.sh).
+# The one-batch N = 1,000 runs that two CPU cores cannot finish beside each other in a session, side
+# by side on one GPU: ROME request after request (#6 a; about 2 h on both cores alone), the
+# a-priori-band question's oracle band 0–5 and the λ sweep (the review's points 2 and 3), and the
+# fine-tuning baselines with their settings tuned on counterfact-train (benchmarks/hparams). Each is
+# the `memit eval` command that docs/results.md and docs/review.md print, with --device cuda and the
+# data carried as exact prefixes (gpu_common.sh).
 # A copier keeps every finished result file in OUT (named by its folder); ROME, the longest, resumes
 # from its stored target vectors when the command is given again on the same warm machine.
 #
