@@ -211,11 +211,12 @@ def apriori_section() -> list[str]:
     if len(big) == 2:
         a, o = big
         lines += ["", "At N = 1,000 (the oracle band of N = 100, not re-searched at 1,000):", "",
-                  "| band | ES | PS | NS | Score | GE | command |", "|---|---|---|---|---|---|---|"]
+                  "| band | ES | PS | NS | Score | GE | largest cond(λC₀ + KKᵀ) (layer) | command |", "|---" * 8 + "|"]
         for r in big:
             e = r["edited"]
+            worst = max(r["layers_info"], key=lambda x: x["cond"])
             lines.append(f"| {band(r)} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
-                         f"{e.get('GE', float('nan')):.1f} | `{command(_name(r))}` |")
+                         f"{e.get('GE', float('nan')):.1f} | {worst['cond']:.1e} ({worst['layer']}) | `{command(_name(r))}` |")
         lines += ["", f"Gap at N = 1,000: {o['edited']['Score'] - a['edited']['Score']:+.1f} Score points (oracle − a priori)."]
         files += big
     return lines + ["", fmt_files(files), ""]

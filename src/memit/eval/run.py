@@ -126,6 +126,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     ckpt.mkdir(parents=True, exist_ok=True)
     delta = run(method, model, tokenizer, [c.request for c in cases], hp, progress=progress, checkpoint=ckpt)
     t_edit = time.perf_counter() - t0
+    t0 = time.perf_counter()
     try:
         post = score(model, tokenizer, cases, dataset, fluency, seed)
         known_post = known_fact_hits(model, tokenizer, known) if known else None
@@ -133,6 +134,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
             post["summary"]["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
     finally:
         delta.revert(model)
+    t_eval += time.perf_counter() - t0  # scoring before and after; the unedited half is often cached
     reqs = delta.meta["requests"]
     result = {
         "dataset": dataset, "n": len(cases), "method": delta.meta["method"],
