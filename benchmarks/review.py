@@ -164,6 +164,10 @@ def preservation_section() -> list[str]:
             png = sweep_plot([r for _, r in sweep], [lam for lam, _ in sweep], "λ (C₀ per token; 1,536 = preset)",
                              RES / ("lambda_sweep.png" if n == 100 else f"lambda_sweep_n{n}.png"))
             lines += ["", f"![λ sweep, N = {n}](../{png.relative_to(ROOT)})"]
+            lam, top = max(sweep, key=lambda x: x[1]["edited"]["Score"])
+            lines += ["", (f"N = {n}: the best Score of the sweep is {top['edited']['Score']:.1f} at λ = {lam:,.0f} "
+                           f"(perplexity {top['edited'].get('perplexity', float('nan')):.2f} against "
+                           f"{top['unedited'].get('perplexity', float('nan')):.2f} unedited).")]
     for n in (100, 1000):
         cov = _load(f"cov-{n}")
         for name, what in ((f"identity-{n}", "C₀ → I at the same ‖ΔW‖ per layer"), (f"none-{n}", "λ = 0")):

@@ -168,4 +168,7 @@ def sweep_plot(points: list[dict], xs: list[float], xlabel: str, out: str | Path
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax2.set_ylabel("perplexity (wikitext-2 test)")
+    ppl = [p["edited"]["perplexity"] for p in points if p["edited"].get("perplexity")]
+    if ppl and max(ppl) > 10 * min(ppl):  # λ = 0 can reach thousands: a linear axis would flatten the rest
+        ax2.set_yscale("log")
     return save(fig, out)
