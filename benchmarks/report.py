@@ -12,7 +12,7 @@ from pathlib import Path
 from memit.eval.metrics import counterfact_strata, counterfact_summary
 from memit.eval.plots import compare_plot
 from memit.eval.sequential import sequence_label
-from memit.hparams import preset_for
+from memit.hparams import MemitHyperParams, preset_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results"
@@ -191,15 +191,15 @@ def methods_section() -> list[str]:
     order = {"memit": 0, "rome": 1, "ft-l": 2, "ft-w": 3}
     runs.sort(key=lambda r: (r["n"], order.get(r["method"], 9)))
     # the settings as the untuned FT runs recorded them, so the prose cannot drift from the files
-    hp = next((r["hparams"] for r in runs if r["method"] in ("ft-l", "ft-w") and not r.get("tuned")), runs[0]["hparams"])
-    mid = hp["single_layer"] if hp.get("single_layer") is not None else hp["layers"][(len(hp["layers"]) - 1) // 2]
-    band = f"{hp['layers'][0]}–{hp['layers'][-1]}"
+    hp = MemitHyperParams.from_dict(
+        next((r["hparams"] for r in runs if r["method"] in ("ft-l", "ft-w") and not r.get("tuned")), runs[0]["hparams"]))
+    mid, band = hp.rome_layer(), f"{hp.layers[0]}–{hp.layers[-1]}"
     lines = [("Command: `memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/counterfact-edit.json "
               f"--n N --method M --out benchmarks/results/methods`, M ∈ memit, rome, ft, ft-w. ROME edits layer {mid} (the "
               f"middle of the preset's {band}) one request after another; FT-L fine-tunes layer {mid}'s MLP output within "
-              f"±{hp['ft_norm_bound']:g} per entry, FT-W the same with a decay of the change ({hp['ft_weight_decay']:g}) "
+              f"±{hp.ft_norm_bound:g} per entry, FT-W the same with a decay of the change ({hp.ft_weight_decay:g}) "
               "instead of the bound; both take one Adam step per pass over the N requests, "
-              f"{hp['ft_steps']} passes. Those are the papers' settings, under which neither edits "
+              f"{hp.ft_steps} passes. Those are the papers' settings, under which neither edits "
               "SmolLM2; the rows marked \"tuned on train\" use the settings `benchmarks/tune_ft.py` chose on "
               "counterfact-train (`--hparams benchmarks/hparams/smollm2-135m_ft-l.json --out "
               "benchmarks/results/methods/tuned`; the sweep is below). Target-vector time 0 s: the vectors were stored "

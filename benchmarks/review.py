@@ -82,6 +82,11 @@ def _cond_nonzero(eig: list[float], rank: int) -> float:
     return ev[0] / ev[-1]
 
 
+def _worst_cond(r: dict) -> dict | None:
+    """The edited layer whose solve is worst conditioned (None with λ = 0, where no system is solved)."""
+    return max((x for x in r["layers_info"] if x.get("cond") is not None), key=lambda x: x["cond"], default=None)
+
+
 def _case_es(case: dict) -> float:
     return sum(x["new"] < x["true"] for x in case["rewrite"]) / len(case["rewrite"])
 
@@ -111,7 +116,7 @@ def stability_section() -> list[str]:
                      f"{len(rest)}, {100 * sum(es[i] for i in rest) / len(rest):.1f} |")
     big = runs[-1][1]
     li = big["layers_info"]
-    worst = max(li, key=lambda x: x["cond"])
+    worst = _worst_cond(big)
     lines += ["", (f"Against the rebuttal (condition numbers below 5·10³ and update overlap below 0.15 at 1,000 edits): "
                    f"at N = {big['n']} the largest cond(λC₀ + KKᵀ) is {worst['cond']:.1e} (layer {worst['layer']}), "
                    f"{sum(x['cond'] > 5e3 for x in li)} of {len(li)} layers are above 5·10³; the mean overlap is "
@@ -149,8 +154,8 @@ def preservation_section() -> list[str]:
                      f"{u.get('GE', float('nan')):.1f} | {u.get('perplexity', float('nan')):.2f} | | | |")
         for label, r in rows:
             e = r["edited"]
-            conds = [x["cond"] for x in r["layers_info"] if x.get("cond") is not None]
-            cond = f"{max(conds):.1e}" if conds else "–"
+            worst = _worst_cond(r)
+            cond = f"{worst['cond']:.1e}" if worst else "–"
             lines.append(f"| {n} | {label} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
                          f"{e.get('GE', float('nan')):.1f} | {e.get('perplexity', float('nan')):.2f} | {_norm(r)} | "
                          f"{cond} | `{command(_name(r))}` |")
@@ -218,7 +223,7 @@ def apriori_section() -> list[str]:
                   "| band | ES | PS | NS | Score | GE | largest cond(λC₀ + KKᵀ) (layer) | command |", "|---" * 8 + "|"]
         for r in big:
             e = r["edited"]
-            worst = max(r["layers_info"], key=lambda x: x["cond"])
+            worst = _worst_cond(r)
             lines.append(f"| {band(r)} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} | "
                          f"{e.get('GE', float('nan')):.1f} | {worst['cond']:.1e} ({worst['layer']}) | `{command(_name(r))}` |")
         lines += ["", f"Gap at N = 1,000: {o['edited']['Score'] - a['edited']['Score']:+.1f} Score points (oracle − a priori)."]
