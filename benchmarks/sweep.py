@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import memit
-from memit.eval.metrics import counterfact_case_scores, counterfact_summary
+from memit.eval.metrics import counterfact_case_scores, counterfact_summary, known_fact_hits, retention_summary
 from memit.eval.perplexity import perplexity
 from memit.eval.run import machine
 from memit.hparams import preset_for
@@ -25,6 +25,7 @@ from memit.methods import run
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 DATA = SHARED / "counterfact/easyedit/counterfact-train.json"
 VALID = SHARED / "wikitext-2-raw/wiki.valid.raw"
+KNOWN = SHARED / "known_1000.json"
 
 # name → (method, settings changed from the SmolLM2 preset)
 Configs = dict[str, tuple[str, dict]]
@@ -52,11 +53,13 @@ def main(doc: str, configs: Configs, plot: Callable[[dict, Path], Path], table: 
 
 
 def measure(configs: Configs, results: dict, n: int, file: Path, *,
-            prepare: Callable[[object, object, dict], None] | None = None, checkpoint: Path | None = None) -> None:
+            prepare: Callable[[object, object, dict], None] | None = None, checkpoint: Path | None = None,
+            retention: bool = False) -> None:
     """Run every configuration not in ``results`` yet, writing the file after each.
 
     ``prepare(model, tok, results)`` adds what the sweep needs once (AlphaEdit's C₀ spectrum);
-    ``checkpoint`` shares target vectors between configurations that cannot change them."""
+    ``checkpoint`` shares target vectors between configurations that cannot change them;
+    ``retention`` also scores the known facts (known_1000.json) about subjects not edited."""
     todo = [name for name in configs if name not in results["runs"]]
     if not todo:
         return
@@ -66,6 +69,12 @@ def measure(configs: Configs, results: dict, n: int, file: Path, *,
     if "unedited" not in results:
         results["unedited"] = score(model, tok, cases)
         results.update(n=n, data=str(DATA), perplexity_text=str(VALID), machine=machine())
+    known = None
+    if retention:  # known facts about other subjects: how many the edit leaves known
+        subjects = {r.subject for r in reqs}
+        known = [f for f in json.loads(KNOWN.read_text()) if f["subject"] not in subjects]
+        if "known_unedited" not in results:
+            results["known_unedited"] = known_fact_hits(model, tok, known)
     if prepare:
         prepare(model, tok, results)
     file.write_text(json.dumps(results, indent=1))
@@ -77,9 +86,16 @@ def measure(configs: Configs, results: dict, n: int, file: Path, *,
         t = time.perf_counter()
         delta = run(method, model, tok, reqs, hp, checkpoint=checkpoint)
         post = score(model, tok, cases)
+        if known is not None:
+            post["known_kept"] = retention_summary(results["known_unedited"], known_fact_hits(model, tok, known))["kept"]
         delta.revert(model)
+        reqs_meta = delta.meta["requests"]
         results["runs"][name] = {"method": method, "changes": changes, "edited": post, "wall_s": time.perf_counter() - t,
-                                 "layers_info": delta.meta["layers_info"], "machine": machine()}
+                                 "layers_info": delta.meta["layers_info"], "machine": machine(),
+                                 "timings": delta.meta["timings"], "verification": delta.meta.get("verification"),
+                                 "mean_steps": sum(r.get("steps_total") or r["steps"] for r in reqs_meta) / len(reqs_meta),
+                                 "stopped_by": {k: sum(r.get("stop") == k for r in reqs_meta)
+                                                for k in ("margin", "loss", "plateau", "cap")}}
         print(name, {k: round(post[k], 2) for k in ("ES", "PS", "NS", "Score", "perplexity")}, flush=True)
         file.write_text(json.dumps(results, indent=1))
 

@@ -77,7 +77,8 @@ def test_sweep_runs_only_what_is_missing_and_stamps_each_run(tmp_path, monkeypat
 
     class FakeDelta:
         def __init__(self):
-            self.meta = {"layers_info": [{"delta_rel_norm": 0.1, "max_abs_change": 0.01}]}
+            self.meta = {"layers_info": [{"delta_rel_norm": 0.1, "max_abs_change": 0.01}], "timings": {"targets": 1.0},
+                         "requests": [{"steps": 4, "stop": "margin"}, {"steps": 2, "stop": "cap"}]}
 
         def revert(self, model):
             ran.append("reverted")

@@ -68,6 +68,13 @@ def _hparam_args(p: argparse.ArgumentParser) -> None:
                    help="ablation of the preservation term: cov (MEMIT's λC₀, default), identity (λI), none (λ = 0)")
     p.add_argument("--match-norm", metavar="RESULT_JSON",
                    help="preservation λI with λ per layer chosen so ‖ΔW‖ of each layer equals that of this earlier result")
+    p.add_argument("--stop", choices=["paper", "margin"],
+                   help="when a fact's target vector stops: paper (loss threshold or step cap, MEMIT's rule) or "
+                        "margin (every target token top-1 by --stop-margin nats on every prompt, or a clamped plateau)")
+    p.add_argument("--stop-margin", type=float, help="log-probability margin (nats) over the runner-up token")
+    p.add_argument("--rounds", type=int, help="verify every fact and edit again those that do not hold, "
+                   "up to this many rounds in all (1: verify only)")
+    p.add_argument("--ridge", type=float, help="norm term λ_I·I on the update, λ_I = RIDGE · λ · tr(C₀)/d_ff")
     p.add_argument("--sequential-stats", choices=["current", "base"],
                    help="batch after batch (--journal, --batch-size): C₀ of the model as each batch finds it "
                         "(current, default) or of the unedited model, as MEMIT's and AlphaEdit's code keep it (base)")
@@ -109,6 +116,11 @@ def _hparams(args, model):
         hp.preservation, hp.match_rel_norms = "identity", _reference_norms(args.match_norm, hp.layers)
     if args.sequential_stats:
         hp.sequential_stats = args.sequential_stats
+    for name in ("stop", "stop_margin", "rounds", "ridge"):
+        if getattr(args, name) is not None:
+            setattr(hp, name, getattr(args, name))
+    if hp.rounds < 1:
+        raise CliError(f"--rounds must be at least 1, got {hp.rounds}")
     return hp
 
 
@@ -170,6 +182,7 @@ def _load(args):
 
 def cmd_edit(args) -> None:
     import memit
+    from memit.files import write_json
     from memit.fingerprint import model_fingerprint
     from memit.journal import Journal
     from memit.methods import run
@@ -178,8 +191,9 @@ def cmd_edit(args) -> None:
     if not args.out and not args.delta and not args.journal:
         raise CliError("give --out DIR (edited model), --delta FILE (the weight change only) or --journal DIR")
     out = _fresh_out(args.out, args.force, args.model) if args.out else None
-    if args.delta and Path(args.delta).exists() and not args.force:
-        raise CliError(f"--delta {args.delta} exists; pass --force to replace it")
+    for file in [Path(args.delta), Path(args.delta).with_suffix(".report.json")] if args.delta else []:
+        if file.exists() and not args.force:
+            raise CliError(f"--delta {args.delta}: {file} exists; pass --force to replace it")
     cases = memit.load_cases(args.requests, n=args.n, offset=args.offset)
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
@@ -192,17 +206,40 @@ def cmd_edit(args) -> None:
         prior = journal.prior()
     delta = run(args.method, model, tokenizer, [c.request for c in cases], hp, prior=prior, progress=not args.quiet,
                 stats=stats)
+    reports = []
     if journal:
         step = journal.append(base, delta)
         print(f"journal {args.journal}: step {step} recorded ({args.method}, {len(cases)} requests)")
+        reports.append(Path(args.journal) / f"step-{step:04d}.report.json")
     if args.delta:
         delta.save(args.delta, overwrite=True)
+        reports.append(Path(args.delta).with_suffix(".report.json"))
     if out:
         _save_model(model, tokenizer, out)
         (out / "memit_edit.json").write_text(json.dumps(delta.meta, indent=1))
+        reports.append(out / "report.json")
+    report = fact_report(delta.meta)
+    for file in reports:
+        write_json(file, report)
     _print_summary(delta.meta)
     saved = [str(p) for p in (out, args.delta, args.journal) if p]
     print(f"saved: {', '.join(saved)}")
+    print(hold_line(report, reports[0].name))
+
+
+def fact_report(meta: dict) -> dict:
+    """Which facts hold after the edit, and why the others may not: the report beside every edit."""
+    keys = ("case_id", "subject", "target_new", "holds", "round", "reason", "held_prompts", "prompts", "stop",
+            "margin", "steps_total")
+    return {"method": meta["method"], "n_requests": meta["n_requests"], **meta.get("verification", {}),
+            "requests": [{k: r.get(k) for k in keys} for r in meta["requests"]]}
+
+
+def hold_line(report: dict, file: str) -> str:
+    held, n = report.get("held", 0), report["n_requests"]
+    if held == n:
+        return f"{n:,} of {n:,} facts hold (see {file})"
+    return f"{held:,} of {n:,} facts hold; {n - held:,} did not (see {file})"
 
 
 def cmd_revert(args) -> None:
@@ -226,7 +263,14 @@ def _print_summary(meta: dict) -> None:
     t = meta["timings"]
     print(f"edited {meta['n_requests']} facts, layers {meta['layers']}, λ = {meta['lambda']:.1f}")
     print(f"  target vectors: {sum(r['converged'] for r in reqs)} converged, "
-          f"{sum(r['clamped'] for r in reqs)} hit the norm clamp, mean final NLL {sum(r['nll'] for r in reqs) / len(reqs):.3f}")
+          f"{sum(r['clamped'] for r in reqs)} hit the norm clamp, mean final NLL {sum(r['nll'] for r in reqs) / len(reqs):.3f}, "
+          f"mean steps {sum(r['steps'] for r in reqs) / len(reqs):.1f}")
+    stops = [r["stop"] for r in reqs if r.get("stop")]
+    if stops:
+        print("  stopped by: " + ", ".join(f"{k} {stops.count(k)}" for k in ("margin", "loss", "plateau", "cap")
+                                           if k in stops))
+    for r in meta.get("rounds", [])[1:]:
+        print(f"  round {r['round']}: re-edited {r['n_edited']}, {r['held_after']} of {meta['n_requests']} hold after it")
     infos = meta["layers_info"]
     if len(infos) > 12:  # ROME: one entry per request; show the first and last few
         print(f"  ({len(infos)} rank-one updates; first and last 3 shown)")

@@ -2,7 +2,9 @@
 
 Changes are stored in float32 in each weight's own storage orientation, keyed by parameter
 name. Applying computes ``(W.float() + ΔW).to(W.dtype)``, the same operation the edit did, so a
-saved delta reproduces the edited weights exactly. Reverting restores the weights that
+saved delta reproduces the edited weights exactly. An edit made in several rounds stores its
+changes in float64 (methods/rounds.py): then the sum is taken in float64, which lands on the
+edited weights' bits. Reverting restores the weights that
 ``apply`` replaced (kept in memory), which is bit-exact; a delta loaded in another process
 without a preceding ``apply`` can only subtract, which is exact only up to rounding.
 """
@@ -27,7 +29,7 @@ class DeltaError(ValueError):
 
 @dataclass
 class Delta:
-    weights: dict[str, torch.Tensor]  # parameter name -> ΔW (float32, storage orientation)
+    weights: dict[str, torch.Tensor]  # parameter name -> ΔW (float32 or float64, storage orientation)
     meta: dict = field(default_factory=dict)
     # In-memory by-products of the edit (target vectors, keys per layer); never saved.
     aux: dict = field(default_factory=dict, repr=False)
@@ -89,4 +91,4 @@ class Delta:
 
 def load_delta(path: str | Path) -> Delta:
     tensors, meta = load_tensors(path)
-    return Delta({k: v.float() for k, v in tensors.items()}, meta)
+    return Delta({k: v if v.dtype == torch.float64 else v.float() for k, v in tensors.items()}, meta)

@@ -25,6 +25,19 @@ class MemitHyperParams:
     kl_factor: float = 0.0625
     v_weight_decay: float = 0.5
     clamp_norm_factor: float = 0.75
+    # When each request's optimisation stops (targets.py): "paper" (loss below v_loss_threshold,
+    # or the step cap) or "margin" (every target token top-1 by stop_margin nats in every prompt
+    # row; or δ at the clamp with its margin gaining < plateau_gain over plateau_steps steps).
+    stop: str = "paper"
+    stop_margin: float = 1.0
+    plateau_steps: int = 4
+    plateau_gain: float = 0.1
+    # Verification (methods/rounds.py): requests that do not hold on the edited model are edited
+    # again, up to this many rounds in all, the earlier rounds' keys kept in the preservation term.
+    rounds: int = 1
+    # A ridge term λ_I·I added to λC₀ + KKᵀ, which bounds ‖ΔW‖: λ_I = ridge · λ · tr(C₀)/d_ff,
+    # relative to C₀'s mean eigenvalue so that it carries over between models (ENCORE's norm term).
+    ridge: float = 0.0
     # Context prefixes put before each prompt; None generates them from the model with ``seed``.
     prefixes: list[str] | None = None
     prefix_starts: list[str] = field(default_factory=lambda: ["The", "Therefore", "Because", "I", "You"])
@@ -82,7 +95,8 @@ class MemitHyperParams:
         """The settings the target vectors depend on (with the last edited layer, which the caller
         adds): the key of the target-vector cache, so runs that differ only in λ, the first layers,
         the preservation term or the statistics reuse one optimisation."""
-        return {k: v for k, v in asdict(self).items() if k in TARGET_FIELDS}
+        fields_ = TARGET_FIELDS | (STOP_FIELDS if self.stop != "paper" else set())  # paper: the keys stay as they were
+        return {k: v for k, v in asdict(self).items() if k in fields_}
 
     @classmethod
     def from_dict(cls, d: dict) -> MemitHyperParams:
@@ -109,6 +123,7 @@ class MemitHyperParams:
 TARGET_FIELDS = frozenset({"v_lr", "v_num_grad_steps", "v_loss_threshold", "kl_factor", "v_weight_decay",
                            "clamp_norm_factor", "prefixes", "prefix_starts", "prefix_tokens", "seed", "batch_tokens",
                            "padding_side"})
+STOP_FIELDS = frozenset({"stop", "stop_margin", "plateau_steps", "plateau_gain"})
 
 PRESETS: dict[str, MemitHyperParams] = {
     # The paper's settings (MEMIT_SPEC §1–2).

@@ -7,12 +7,20 @@ it is run once and kept as a key/value cache; the rest runs once through the blo
 whose output is kept, and every step runs only the blocks above l_L. Requests are
 optimised together, each with its own δ, Adam state and early stop (finished ones leave the
 batch), and logits are computed only at the positions the loss reads.
+
+When a request stops is ``hp.stop``. "paper" is MEMIT's rule: the total loss below
+``v_loss_threshold``, or the step cap. Under it nearly every fact runs to the cap with δ at the
+norm clamp, which costs time and, at scale, damage. "margin" stops a request as soon as every
+target token of every one of its prompt rows is the top-1 prediction by at least ``stop_margin``
+nats over the runner-up (every token of a multi-token target counts); a δ that sits at the clamp
+while its margin gains less than ``plateau_gain`` over ``plateau_steps`` steps stops as well,
+since more steps will not get it there. The loss threshold and the cap stay as backstops.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +46,10 @@ class Targets:
     steps: list[int]
     clamped: list[bool]
     converged: list[bool]
+    # Why each request stopped: "margin", "plateau", "loss" or "cap"; and its final margin (nats,
+    # the smallest over its target tokens and prompt rows; negative: some token is not top-1).
+    stop: list[str] = field(default_factory=list)
+    margin: list[float] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -143,13 +155,18 @@ class _Chunk:
         lp = torch.log_softmax(logits(model, arch, hidden[sel_r, sel_c]).float(), -1).to(device)
         tgt = torch.tensor([self.tgt[i] for i in keep], device=device)
         tok_nll = -lp[torch.arange(len(keep), device=device), tgt]
+        with torch.no_grad():  # margin of each target token over the best other token
+            top = lp.topk(2, dim=-1)
+            other = torch.where(top.indices[:, 0] == tgt, top.values[:, 1], top.values[:, 0])
+            tok_margin = -tok_nll.detach() - other
         live_pos = {j: n for n, j in enumerate(live)}
         owner = torch.tensor([live_pos[self.owner[i]] for i in keep], device=device)
         nll = torch.zeros(len(live), device=device).index_add(0, owner, tok_nll)
         nll = nll / torch.bincount(owner, minlength=len(live)).float()
+        margin = torch.full((len(live),), float("inf"), device=device).scatter_reduce(0, owner, tok_margin, "amin")
         kl_rows = list(range(self.per_req - 1, len(rows), self.per_req))
         kl_lp = torch.log_softmax(logits(model, arch, hidden[kl_rows, 0]).float(), -1).to(device)
-        return nll, kl_lp
+        return nll, kl_lp, margin
 
 
 def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], layer: int,
@@ -167,14 +184,19 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
     n = len(requests)
     d_model = model.get_output_embeddings().weight.shape[1]
     z, h = torch.zeros(n, d_model), torch.zeros(n, d_model)
-    loss, nll, steps, clamped = [0.0] * n, [0.0] * n, [0] * n, [False] * n
+    rec = {"loss": [0.0] * n, "nll": [0.0] * n, "steps": [0] * n, "clamped": [False] * n, "stop": ["cap"] * n,
+           "margin": [float("nan")] * n}  # per request, filled in as each one finishes
     todo = []
     for i in range(n):
         found = _load(store, keys[i]) if store else None
         if found is None:
             todo.append(i)
         else:
-            z[i], h[i], (loss[i], nll[i], steps[i], clamped[i]) = found
+            z[i], h[i], meta = found
+            for k, values in rec.items():
+                values[i] = meta.get(k, values[i])
+            if "stop" not in meta:  # stored before stop reasons were recorded: the paper's rule ran
+                rec["stop"][i] = "loss" if rec["loss"][i] < hp.v_loss_threshold else "cap"
     rows = request_rows(tokenizer, [requests[i] for i in todo], prefixes) if todo else []
     per_req = len(rows[0]) if rows else 1
     # Requests with similar suffix lengths share a chunk, so little of each step is padding.
@@ -188,16 +210,17 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
         reqs = [todo[order[j]] for j in range(rng.start // per_req, rng.stop // per_req)]
         with torch.no_grad():
             chunk = _Chunk(model, arch, layer, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
-        z[reqs], h[reqs] = _optimise(model, arch, chunk, reqs, hp, loss, nll, steps, clamped, bar)
+        z[reqs], h[reqs] = _optimise(model, arch, chunk, reqs, hp, rec, bar)
         for i in reqs if store else []:
             save_tensors(Path(store) / f"{keys[i][:32]}.safetensors", {"z": z[i], "h": h[i]},
-                         {"key": keys[i], "loss": loss[i], "nll": nll[i], "steps": steps[i], "clamped": clamped[i]})
+                         {"key": keys[i]} | {k: v[i] for k, v in rec.items()})
     bar.close()
-    return Targets(z, h, loss, nll, steps, clamped, [x < hp.v_loss_threshold for x in loss])
+    return Targets(z, h, rec["loss"], rec["nll"], rec["steps"], rec["clamped"],
+                   [x < hp.v_loss_threshold for x in rec["loss"]], rec["stop"], rec["margin"])
 
 
 def _load(store: str | Path, key: str) -> tuple | None:
-    """(z, h, (loss, nll, steps, clamped)) of a stored request, or None when absent or damaged."""
+    """(z, h, metadata) of a stored request, or None when absent or damaged."""
     file = Path(store) / f"{key[:32]}.safetensors"
     if not file.is_file():
         return None
@@ -207,12 +230,15 @@ def _load(store: str | Path, key: str) -> tuple | None:
         return None
     if meta.get("key") != key:
         return None
-    return tensors["z"], tensors["h"], (meta["loss"], meta["nll"], meta["steps"], meta["clamped"])
+    return tensors["z"], tensors["h"], meta
 
 
-def _optimise(model, arch, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped, bar):
+def _optimise(model, arch, chunk: _Chunk, reqs, hp, rec: dict[str, list], bar):
     """Adam on one δ per request of the chunk (MEMIT_SPEC §2.1); returns (z, h) for them.
-    ``reqs`` are the requests' indices in ``loss``, ``nll``, ``steps`` and ``clamped``."""
+    ``reqs`` are the requests' indices in the lists of ``rec``, where each one's loss, NLL, steps,
+    clamp, stop reason and margin are written."""
+    if hp.stop not in ("paper", "margin"):
+        raise ValueError(f"stop must be paper or margin, not {hp.stop!r}")
     k = len(reqs)
     device = chunk.ids.device
     d_model = model.get_output_embeddings().weight.shape[1]
@@ -221,6 +247,7 @@ def _optimise(model, arch, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped, b
     h = torch.zeros(k, d_model, device=device)
     kl_init = None
     live = list(range(k))
+    history: list[list[float]] = [[] for _ in range(k)]  # margin per step, for the plateau stop
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     for step in range(hp.v_num_grad_steps):
         idx = torch.tensor(live, device=device)
@@ -230,19 +257,25 @@ def _optimise(model, arch, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped, b
                 h[idx] = out[:: chunk.per_req].detach().float().to(device)  # bare prompt, before any δ
             return out + delta[idx][row_req.to(delta.device)].to(out.device, out.dtype)
 
-        tok_nll, kl_lp = chunk.forward(model, arch, live, add)
+        tok_nll, kl_lp, margin = chunk.forward(model, arch, live, add)
         if kl_init is None:
             kl_init = kl_lp.detach()
         init = kl_init[idx]
         kl = (init.exp() * (init - kl_lp)).sum(-1)
         decay = hp.v_weight_decay * delta[idx].norm(dim=1) / h[idx].norm(dim=1) ** 2
         total = tok_nll + hp.kl_factor * kl + decay
+        last = step == hp.v_num_grad_steps - 1
+        going = []
         for j, i in enumerate(live):
-            loss[reqs[i]], nll[reqs[i]], steps[reqs[i]] = float(total[j].detach()), float(tok_nll[j].detach()), step + 1
-        going = (total.detach() >= hp.v_loss_threshold).tolist()
+            r = reqs[i]
+            rec["loss"][r], rec["nll"][r], rec["steps"][r] = float(total[j].detach()), float(tok_nll[j].detach()), step + 1
+            rec["margin"][r] = float(margin[j])
+            history[i].append(rec["margin"][r])
+            rec["stop"][r] = _stop_reason(hp, rec["loss"][r], history[i], rec["clamped"][r], last)
+            going.append(rec["stop"][r] is None)
         bar.update(1)
         bar.set_postfix(live=f"{len(live)}/{k}", loss=f"{float(total.detach().mean()):.3f}")
-        if step == hp.v_num_grad_steps - 1 or not any(going):
+        if not any(going):
             bar.update(hp.v_num_grad_steps - 1 - step)
             break
         delta.grad = None
@@ -260,6 +293,18 @@ def _optimise(model, arch, chunk: _Chunk, reqs, hp, loss, nll, steps, clamped, b
             over = norm > limit
             delta[idx] = torch.where(over[:, None], upd * (limit / norm)[:, None], upd)
             for j, i in enumerate(live):
-                clamped[reqs[i]] = bool(over[j])
+                rec["clamped"][reqs[i]] = bool(over[j])
     d = delta.detach()
     return (h + d).float().cpu(), h.float().cpu()
+
+
+def _stop_reason(hp: MemitHyperParams, loss: float, margins: list[float], clamped: bool, last: bool) -> str | None:
+    """Why a request stops after this forward pass, or None when it goes on."""
+    if hp.stop == "margin" and margins[-1] >= hp.stop_margin:
+        return "margin"
+    if loss < hp.v_loss_threshold:
+        return "loss"
+    if (hp.stop == "margin" and clamped and len(margins) > hp.plateau_steps
+            and margins[-1] - margins[-1 - hp.plateau_steps] < hp.plateau_gain):
+        return "plateau"
+    return "cap" if last else None

@@ -142,10 +142,14 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         "unedited": pre["summary"], "edited": post["summary"],
         "edit_wall_s": t_edit, "eval_wall_s": t_eval, "timings": delta.meta["timings"],
         "targets": {"converged": sum(r["converged"] for r in reqs), "clamped": sum(r["clamped"] for r in reqs),
-                    "mean_nll": sum(r["nll"] for r in reqs) / len(reqs)},
+                    "mean_nll": sum(r["nll"] for r in reqs) / len(reqs),
+                    "mean_steps": sum(r.get("steps_total", r["steps"]) for r in reqs) / len(reqs),
+                    "stopped_by": {k: sum(r.get("stop") == k for r in reqs) for k in ("margin", "loss", "plateau", "cap")}},
+        "verification": delta.meta.get("verification"), "rounds": delta.meta.get("rounds"),
         "layers_info": delta.meta["layers_info"], "lambda": delta.meta["lambda"], "hparams": delta.meta["hparams"],
         "resid_after": delta.meta.get("resid_after"),
-        "per_request": [{k: r.get(k) for k in ("nll", "steps", "clamped", "converged", "max_update_overlap")}
+        "per_request": [{k: r.get(k) for k in ("nll", "steps", "clamped", "converged", "max_update_overlap", "stop",
+                                               "margin", "steps_total", "holds", "round", "reason")}
                         for r in reqs],
         "spectra": delta.aux.get("spectra"),  # eigenvalues of λC₀ + KKᵀ and of KKᵀ per layer
         "machine": where, **(extra or {}), **({"ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens} if ppl_corpus else {}),

@@ -184,6 +184,11 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     elif stats is None or any(layer not in stats for layer in hp.layers):
         stats = stats_for(model, tokenizer, hp, progress=progress)
     timings["stats"] = time.perf_counter() - t
+    if hp.ridge and hp.preservation == "cov":  # λ(C₀ + ridge·tr(C₀)/d_ff·I): λC₀ + λ_I·I, bounding ‖ΔW‖
+        plain = text_stats or stats
+        stats = {layer: c + hp.ridge * float(plain[layer].trace()) / d_ff * torch.eye(d_ff, dtype=c.dtype)
+                 if layer in hp.layers else c for layer, c in stats.items()}
+        text_stats = plain
 
     t = time.perf_counter()
     prefixes = hp.prefixes if hp.prefixes is not None else generate_prefixes(
@@ -290,6 +295,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             {"case_id": r.case_id, "subject": r.subject, "target_new": r.target_new,
              "loss": targets.loss[j], "nll": targets.nll[j], "steps": targets.steps[j],
              "clamped": targets.clamped[j], "converged": targets.converged[j],
+             "stop": targets.stop[j] if targets.stop else None, "margin": targets.margin[j] if targets.margin else None,
              "max_update_overlap": max((v[j] for v in per_request_overlap.values()), default=None)}
             for j, r in enumerate(requests)
         ],

@@ -1,0 +1,98 @@
+"""Verify every fact after an edit, and edit again the ones that did not take.
+
+Round 1 is the edit as asked. Each later round takes the requests that do not hold (verify.py)
+on the model as the rounds before left it: fresh target vectors there, and an update whose
+preservation term holds the keys of every earlier round, as MEMIT-seq's does, so that the facts
+that already hold stay held. The rounds stop when everything holds or after ``hp.rounds``.
+
+The rounds come back as one Delta. With one round it is that round's, unchanged. With more, each
+weight's change is stored in float64 as (final − original): float32 sums of the rounds' changes
+would not replay to the same bits, the float64 difference does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import torch
+
+from memit import weights
+from memit.delta import Delta
+from memit.methods.sequential import key_outer_sums
+from memit.requests import EditRequest
+from memit.verify import check, failure_reason
+
+# (requests, hparams, prior K_pK_pᵀ per layer or None, round) -> the applied Delta of that round
+EditOnce = Callable[[list[EditRequest], object, dict | None, int], Delta]
+
+
+def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: EditOnce, *,
+                   prior: dict[int, torch.Tensor] | None = None, reedit: bool = True) -> Delta:
+    """Edit with ``once``, verify, re-edit what failed (when ``reedit``); the model is left edited."""
+    first = once(requests, hp, prior, 1)
+    prefixes = first.meta["hparams"].get("prefixes") or []
+    hp = dataclasses.replace(hp, prefixes=prefixes)  # later rounds: the same prompts, not new samples
+    t = time.perf_counter()
+    status = check(model, tokenizer, requests, prefixes, hp.batch_tokens)
+    spent = {"verify": time.perf_counter() - t}
+    last = {i: r for i, r in enumerate(first.meta["requests"])}  # each request's latest target vector
+    held_in = {i: 1 for i, s in enumerate(status) if s["holds"]}
+    deltas, rounds = [first], [_round_info(1, list(range(len(requests))), first, status)]
+    kk = dict(prior or {})
+    while reedit and len(deltas) < hp.rounds and len(held_in) < len(requests):
+        todo = [i for i, s in enumerate(status) if not s["holds"]]
+        for layer, x in key_outer_sums(deltas[-1].aux.get("keys", {})).items():
+            kk[layer] = kk[layer] + x if layer in kk else x
+        d = once([requests[i] for i in todo], hp, kk, len(deltas) + 1)
+        deltas.append(d)
+        for j, i in enumerate(todo):
+            last[i] = d.meta["requests"][j]
+        t = time.perf_counter()
+        status = check(model, tokenizer, requests, prefixes, hp.batch_tokens)
+        spent["verify"] += time.perf_counter() - t
+        for i, s in enumerate(status):
+            if s["holds"]:
+                held_in.setdefault(i, len(deltas))
+            else:
+                held_in.pop(i, None)  # a later round broke it
+        rounds.append(_round_info(len(deltas), todo, d, status))
+    margin = hp.stop_margin if hp.stop == "margin" else None
+    for i, (r, s) in enumerate(zip(first.meta["requests"], status)):
+        r.update(holds=s["holds"], held_prompts=s["held_prompts"], prompts=s["prompts"],
+                 round=held_in.get(i), stop=last[i].get("stop"), margin=last[i].get("margin"),
+                 steps_total=sum(x["requests"][i]["steps"] for x in rounds if i in x["requests"]),
+                 reason=None if s["holds"] else failure_reason(tokenizer, requests, i, last[i], margin))
+    return _combine(model, deltas, rounds, spent)
+
+
+def _round_info(k: int, todo: list[int], d: Delta, status: list[dict]) -> dict:
+    return {"round": k, "n_edited": len(todo), "held_after": sum(s["holds"] for s in status),
+            "timings": d.meta["timings"], "layers_info": d.meta["layers_info"],
+            "requests": {i: {"steps": r["steps"], "stop": r.get("stop")} for i, r in zip(todo, d.meta["requests"])}}
+
+
+def _combine(model, deltas: list[Delta], rounds: list[dict], spent: dict) -> Delta:
+    first = deltas[0]
+    meta = first.meta
+    reqs = meta["requests"]
+    meta["verification"] = {"held": sum(r["holds"] for r in reqs), "failed": sum(not r["holds"] for r in reqs),
+                            "rounds_used": len(deltas)}
+    meta["rounds"] = [{k: v for k, v in r.items() if k != "requests"} for r in rounds]
+    timings = {}
+    for d in deltas:
+        for k, v in d.meta["timings"].items():
+            timings[k] = timings.get(k, 0.0) + v
+    meta["timings"] = timings | spent
+    if len(deltas) == 1:
+        return first
+    current = {n: weights.read(model, n).detach().clone() for n in first.weights}
+    changes = {n: current[n].double() - first._originals[n].double() for n in first.weights}
+    for info, name in zip(meta["layers_info"], changes):  # the whole edit's change, not round 1's (one weight a layer)
+        info["delta_rel_norm"] = float(changes[name].norm() / first._originals[name].double().norm())
+    keys = {layer: torch.cat([d.aux["keys"][layer] for d in deltas if layer in d.aux.get("keys", {})], dim=1)
+            for layer in first.aux.get("keys", {})}
+    out = Delta(changes, meta, aux=first.aux | {"keys": keys})
+    out._originals, out._applied = first._originals, current
+    return out
