@@ -204,3 +204,23 @@ def test_sampler_with_top1_is_greedy_decoding_of_each_prompt_alone(bpe, model_ty
         if bpe.eos_token_id in ref:
             ref = ref[: ref.index(bpe.eos_token_id)]
         assert text == bpe.decode(ref, skip_special_tokens=True)
+
+
+def test_target_scores_shared_rows_equal_one_pass_per_pair(bpe):
+    """One-token targets read from a row of the same prompt give what their own pass gives."""
+    from helpers import tiny_model
+    from memit.eval.metrics import target_scores
+    from memit.tokens import encode
+
+    model = tiny_model("llama", bpe)
+    prompts = ["The Eiffel Tower is located in the city of", "Toko Yasuda plays the"]
+    targets = ["the", "of", "French and English", "is", "the guitar"]
+    pairs = [(p, t) for p in prompts for t in targets]
+    got = target_scores(model, bpe, pairs, batch_tokens=64)
+    assert sum(len(encode(bpe, p, t).ids) - encode(bpe, p, t).n_prompt == 1 for p, t in pairs) >= 4  # rows shared
+    for (p, t), (nll, hits) in zip(pairs, got):
+        e = encode(bpe, p, t)
+        lp = torch.log_softmax(model(input_ids=torch.tensor([e.ids])).logits[0].float(), -1)
+        want = [-float(lp[q, tok]) for q, tok in zip(e.target_positions, e.ids[e.n_prompt:])]
+        assert nll == pytest.approx(sum(want) / len(want), abs=1e-5)
+        assert hits == [int(lp[q].argmax()) == tok for q, tok in zip(e.target_positions, e.ids[e.n_prompt:])]

@@ -107,7 +107,8 @@ class Journal:
         save_tensors(self.dir / f"{name}.keys.safetensors", keys, {"step": n})
         self.steps.append({"delta": f"{name}.safetensors", "keys": f"{name}.keys.safetensors",
                            "method": delta.meta.get("method"), "n_requests": delta.meta.get("n_requests"),
-                           "layers": delta.meta.get("layers"), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                           "layers": delta.meta.get("layers"), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                           **{k: v for k, v in delta.meta.get("verification", {}).items()}})  # held, failed, rounds_used
         self._write()
         return n
 
