@@ -386,6 +386,47 @@ def ft_tuning_section() -> list[str]:
             "machines)."), ""]
 
 
+def stop_section() -> list[str]:
+    """Per-fact stopping, verification and rounds: the sweep on train, then the chosen settings
+    beside the paper's rule on the reporting split, with every figure the issue asks for."""
+    from tune_stop import table
+
+    out = []
+    tune = load_results("stop_tuning/tune_n*.json")
+    if tune:
+        t = tune[0]
+        out += [(f"Command: `python benchmarks/tune_stop.py --n {t['n']}` (counterfact-train, first {t['n']} records, "
+                 "one batch; perplexity on the first 20,000 tokens of wikitext-2 *validation*; known kept: of the "
+                 "known_1000 facts the unedited model knows, about subjects not edited, the share still known). "
+                 "Steps per fact count every round; targets and verify are seconds of those phases."), "",
+                table(t), "", f"![stop tuning](../benchmarks/results/stop_tuning/tune_n{t['n']}.png)", "",
+                f"File: `{t['_file']}`. Machine and commit: per configuration, in the table.", ""]
+    runs = sorted(load_results("stop/*/counterfact_memit_n*.json"), key=lambda r: (r["n"], r["_file"]))
+    if not runs:
+        return out + ["*The reporting-split runs are not measured yet.*", ""]
+    out += [("On counterfact-edit, one batch, `memit eval ... --retention ../shared/data/known_1000.json --perplexity "
+             "../shared/data/wikitext-2-raw/wiki.test.raw` (first 20,000 tokens), with the settings in the first "
+             "column:"), "",
+            ("| N | settings | ES | PS | NS | Score | GE | known kept | perplexity | ‖ΔW‖/‖W‖ per layer | steps/fact "
+            "| facts held (rounds) | time per phase |"), "|---" * 13 + "|"]
+    for r in runs:
+        u, e, hp = r["unedited"], r["edited"], r["hparams"]
+        label = "paper's stop" if hp.get("stop", "paper") == "paper" else f"margin {hp['stop_margin']:g}"
+        label += f", {hp.get('rounds', 1)} round(s)" + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
+        v = r.get("verification") or {}
+        kept = r.get("retention", {}).get("kept")
+        rel = " / ".join(f"{x['delta_rel_norm']:.2f}" for x in r["layers_info"])
+        phases = ", ".join(f"{k} {x:.0f} s" for k, x in r["timings"].items() if x >= 0.5)
+        out.append(f"| {r['n']} | {label} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} "
+                   f"| {e.get('GE', float('nan')):.1f} | {kept:.1f} | {e.get('perplexity', float('nan')):.2f} | {rel} "
+                   f"| {r['targets'].get('mean_steps', float('nan')):.1f} | {v.get('held')} of {r['n']} "
+                   f"({v.get('rounds_used')}) | {phases} |")
+        out.append(f"| {r['n']} | *unedited* | {fmt_ci(u, 'ES')} | {fmt_ci(u, 'PS')} | {fmt_ci(u, 'NS')} "
+                   f"| {u['Score']:.1f} | {u.get('GE', float('nan')):.1f} | 100 | {u.get('perplexity', float('nan')):.2f} "
+                   "| | | | |")
+    return out + ["", fmt_files(runs), ""]
+
+
 def speed_section() -> list[str]:
     """Phase times of the fast path against the in-project reference loop, and the issue's targets."""
     speed = sorted(load_results("speed/speed_n*.json"), key=lambda r: r["n"])
@@ -476,6 +517,7 @@ def page() -> str:
     out += ["## Sequential editing: MEMIT, MEMIT-seq and AlphaEdit over 2,000 edits", ""] + sequential_section()
     out += ["## AlphaEdit's null space on SmolLM2", ""] + alphaedit_section()
     out += ["## The fine-tuning baselines on SmolLM2", ""] + ft_tuning_section()
+    out += ["## Per-fact stopping, verification and re-edit rounds", ""] + stop_section()
     tune = load_results("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
     if tune:

@@ -20,6 +20,7 @@ from pathlib import Path
 import sweep
 
 from memit.eval.plots import pyplot, save
+from memit.hparams import preset_for
 
 CONFIGS: sweep.Configs = {
     "paper": ("memit", {"stop": "paper"}),
@@ -28,6 +29,10 @@ CONFIGS: sweep.Configs = {
     "margin3_rounds3": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3}),
     "margin2_rounds3_ridge0.1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "ridge": 0.1}),
     "margin2_rounds3_ridge0.01": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "ridge": 0.01}),
+    # fewer rows per step (two of the five prefixes), and a larger first step
+    "margin2_rounds3_2prefixes": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3,
+                                            "prefixes": preset_for("smollm2-135m").prefixes[:2]}),
+    "margin2_rounds3_lr1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "v_lr": 1.0}),
 }
 KEYS = ("ES", "PS", "NS", "Score")
 
@@ -45,9 +50,9 @@ def plot(results: dict, path: Path) -> Path:
         ax.bar([j + i * width for j in range(len(names))], [runs[n]["edited"].get(key) or 0 for n in names],
                width, label="known kept" if key == "known_kept" else key, color=f"C{i}")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, rotation=30, ha="right", fontsize=7)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 125)  # room above the bars for the legend
     ax.set_ylabel("%")
-    ax.legend(fontsize=7, ncols=len(keys), loc="lower right")
+    ax.legend(fontsize=7, ncols=len(keys), loc="upper center")
     bx.bar(names, [runs[n]["mean_steps"] for n in names], color="C5")
     bx.set_ylabel("steps per fact (all rounds)")
     bx.tick_params(axis="x", rotation=30, labelsize=7)

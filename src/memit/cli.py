@@ -57,7 +57,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _hparam_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="hyperparameter preset: gpt-j, gpt2-xl, smollm2-135m")
+    p.add_argument("--preset", help="hyperparameter preset: gpt-j, gpt2-xl, smollm2-135m, smollm2-135m-margin")
     p.add_argument("--hparams", help="JSON file of hyperparameters (may name a 'preset' to start from)")
     p.add_argument("--layers", help="comma-separated blocks to edit, e.g. 3,4,5,6,7,8")
     p.add_argument("--lambda", dest="lam", type=float, help="absolute preservation weight λ")
@@ -386,6 +386,10 @@ def cmd_eval(args) -> None:
         keys = [k for k in r["edited"] if not k.endswith("_ci95") and isinstance(r["edited"][k], float)]
         print(f"N = {n}: " + "  ".join(f"{k} {r['unedited'][k]:.1f}→{r['edited'][k]:.1f}" for k in keys)
               + f"   edit {r['edit_wall_s']:.0f} s  → {file}")
+        v = r.get("verification")
+        if v:
+            print(f"  {v['held']:,} of {n:,} facts hold after {v['rounds_used']} round(s); "
+                  f"mean {r['targets']['mean_steps']:.1f} steps per fact")
         scaling_plot(out, args.dataset, args.method)
 
 
