@@ -392,9 +392,7 @@ def stop_section() -> list[str]:
     from tune_stop import table
 
     out = []
-    tune = load_results("stop_tuning/tune_n*.json")
-    if tune:
-        t = tune[0]
+    for t in sorted(load_results("stop_tuning/tune_n*.json"), key=lambda t: t["n"]):
         out += [(f"Command: `python benchmarks/tune_stop.py --n {t['n']}` (counterfact-train, first {t['n']} records, "
                  "one batch; perplexity on the first 20,000 tokens of wikitext-2 *validation*; known kept: of the "
                  "known_1000 facts the unedited model knows, about subjects not edited, the share still known). "
@@ -424,7 +422,9 @@ def stop_section() -> list[str]:
         out.append(f"| {r['n']} | *unedited* | {fmt_ci(u, 'ES')} | {fmt_ci(u, 'PS')} | {fmt_ci(u, 'NS')} "
                    f"| {u['Score']:.1f} | {u.get('GE', float('nan')):.1f} | 100 | {u.get('perplexity', float('nan')):.2f} "
                    "| | | | |")
-    return out + ["", fmt_files(runs), ""]
+    missing = [n for n in (100, 1000) if n not in {r["n"] for r in runs}]
+    return out + ["", fmt_files(runs), ""] + ([f"*Not measured yet: N = {', '.join(f'{n:,}' for n in missing)}.*", ""]
+                                              if missing else [])
 
 
 def speed_section() -> list[str]:

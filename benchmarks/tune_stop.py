@@ -23,8 +23,8 @@ from memit.eval.plots import pyplot, save
 from memit.hparams import preset_for
 
 CONFIGS: sweep.Configs = {
-    "paper": ("memit", {"stop": "paper"}),
-    **{f"margin{m:g}": ("memit", {"stop": "margin", "stop_margin": m}) for m in (0.0, 1.0, 2.0, 3.0)},
+    "paper": ("memit", {"stop": "paper", "rounds": 1}),
+    **{f"margin{m:g}": ("memit", {"stop": "margin", "stop_margin": m, "rounds": 1}) for m in (0.0, 1.0, 2.0, 3.0)},
     "margin2_rounds3": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3}),
     "margin3_rounds3": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3}),
     "margin2_rounds3_ridge0.1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "ridge": 0.1}),
