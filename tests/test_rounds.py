@@ -72,6 +72,9 @@ def test_rounds_reedit_only_what_failed_and_replay_bit_exactly(bpe, corpus_file,
     assert rounds[0]["n_edited"] == 4 and len(rounds) > 1 and rounds[1]["n_edited"] == len(first_failed)
     assert delta.meta["verification"]["rounds_used"] == len(rounds)
     assert all(d.dtype == torch.float64 for d in delta.weights.values())
+    total = [x["delta_rel_norm"] for x in delta.meta["layers_info"]]  # the whole edit's ΔW, per layer
+    assert total == [float(w.norm() / base[n].double().norm()) for n, w in delta.weights.items()]
+    assert [x["delta_rel_norm"] for x in rounds[0]["layers_info"]] != total  # round 1's own, kept as it was
     now = check(model, bpe, REQS, PREFIXES)
     for r, s in zip(delta.meta["requests"], now):
         assert r["holds"] == s["holds"]

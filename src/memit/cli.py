@@ -259,6 +259,8 @@ def cmd_revert(args) -> None:
 
 
 def _print_summary(meta: dict) -> None:
+    from memit.targets import STOP_REASONS
+
     reqs = meta["requests"]
     t = meta["timings"]
     print(f"edited {meta['n_requests']} facts, layers {meta['layers']}, λ = {meta['lambda']:.1f}")
@@ -267,8 +269,7 @@ def _print_summary(meta: dict) -> None:
           f"mean steps {sum(r['steps'] for r in reqs) / len(reqs):.1f}")
     stops = [r["stop"] for r in reqs if r.get("stop")]
     if stops:
-        print("  stopped by: " + ", ".join(f"{k} {stops.count(k)}" for k in ("margin", "loss", "plateau", "cap")
-                                           if k in stops))
+        print("  stopped by: " + ", ".join(f"{k} {stops.count(k)}" for k in STOP_REASONS if k in stops))
     for r in meta.get("rounds", [])[1:]:
         print(f"  round {r['round']}: re-edited {r['n_edited']}, {r['held_after']} of {meta['n_requests']} hold after it")
     infos = meta["layers_info"]

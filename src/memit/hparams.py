@@ -8,7 +8,7 @@ d_ff (MEMIT_SPEC §6). The paper's GPT-J λ = 15,000 is 15,000 / 16,384 ≈ 0.92
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 
@@ -146,7 +146,7 @@ PRESETS: dict[str, MemitHyperParams] = {
 PRESETS["smollm2-135m-paper"] = MemitHyperParams.from_dict(PRESETS["smollm2-135m"].to_dict())
 # The default stops each fact at a 3-nat margin and re-edits what does not hold, up to 3 rounds:
 # chosen on counterfact-train by benchmarks/tune_stop.py (docs/presets.md).
-PRESETS["smollm2-135m"].stop, PRESETS["smollm2-135m"].stop_margin, PRESETS["smollm2-135m"].rounds = "margin", 3.0, 3
+PRESETS["smollm2-135m"] = replace(PRESETS["smollm2-135m"], stop="margin", stop_margin=3.0, rounds=3)
 
 # Which preset a model gets by default, keyed by (model_type, number of blocks).
 DEFAULT_PRESET = {("gptj", 28): "gpt-j", ("gpt2", 48): "gpt2-xl", ("llama", 30): "smollm2-135m"}

@@ -108,7 +108,7 @@ class Journal:
         self.steps.append({"delta": f"{name}.safetensors", "keys": f"{name}.keys.safetensors",
                            "method": delta.meta.get("method"), "n_requests": delta.meta.get("n_requests"),
                            "layers": delta.meta.get("layers"), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                           **{k: v for k, v in delta.meta.get("verification", {}).items()}})  # held, failed, rounds_used
+                           **delta.meta.get("verification", {})})  # held, failed, rounds_used
         self._write()
         return n
 

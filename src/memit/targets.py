@@ -35,6 +35,7 @@ from memit.tokens import Encoded, chunks, encode_filled
 from memit.weights import input_device
 
 KL_PROMPT = "{} is a"
+STOP_REASONS = ("margin", "loss", "plateau", "cap")  # why a request's optimisation stopped
 
 
 @dataclass

@@ -38,6 +38,7 @@ from memit.hparams import MemitHyperParams
 from memit.methods import run
 from memit.models.loading import cache_dir
 from memit.requests import Case
+from memit.targets import STOP_REASONS
 
 
 def machine() -> dict:
@@ -144,7 +145,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         "targets": {"converged": sum(r["converged"] for r in reqs), "clamped": sum(r["clamped"] for r in reqs),
                     "mean_nll": sum(r["nll"] for r in reqs) / len(reqs),
                     "mean_steps": sum(r.get("steps_total", r["steps"]) for r in reqs) / len(reqs),
-                    "stopped_by": {k: sum(r.get("stop") == k for r in reqs) for k in ("margin", "loss", "plateau", "cap")}},
+                    "stopped_by": {k: sum(r.get("stop") == k for r in reqs) for k in STOP_REASONS}},
         "verification": delta.meta.get("verification"), "rounds": delta.meta.get("rounds"),
         "layers_info": delta.meta["layers_info"], "lambda": delta.meta["lambda"], "hparams": delta.meta["hparams"],
         "resid_after": delta.meta.get("resid_after"),

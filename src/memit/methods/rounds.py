@@ -69,7 +69,7 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
 
 def _round_info(k: int, todo: list[int], d: Delta, status: list[dict]) -> dict:
     return {"round": k, "n_edited": len(todo), "held_after": sum(s["holds"] for s in status),
-            "timings": d.meta["timings"], "layers_info": d.meta["layers_info"],
+            "timings": d.meta["timings"], "layers_info": [dict(x) for x in d.meta["layers_info"]],  # as that round left them
             "requests": {i: {"steps": r["steps"], "stop": r.get("stop")} for i, r in zip(todo, d.meta["requests"])}}
 
 
