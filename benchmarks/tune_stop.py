@@ -32,6 +32,8 @@ CONFIGS: sweep.Configs = {
     # fewer rows per step (two of the five prefixes), and a larger first step
     "margin2_rounds3_2prefixes": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3,
                                             "prefixes": preset_for("smollm2-135m").prefixes[:2]}),
+    "margin3_rounds3_2prefixes": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
+                                            "prefixes": preset_for("smollm2-135m").prefixes[:2]}),
     "margin2_rounds3_lr1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "v_lr": 1.0}),
 }
 KEYS = ("ES", "PS", "NS", "Score")
