@@ -399,7 +399,9 @@ def stop_section() -> list[str]:
                  "Steps per fact count every round; targets and verify are seconds of those phases."), "",
                 table(t), "", f"![stop tuning](../benchmarks/results/stop_tuning/tune_n{t['n']}.png)", "",
                 f"File: `{t['_file']}`. Machine and commit: per configuration, in the table.", ""]
-    runs = sorted(load_results("stop/*/counterfact_memit_n*.json"), key=lambda r: (r["n"], r["_file"]))
+    # the paper's rule at N = 1,000 on the same records: the review's λ sweep ran it (review/n1000/cov)
+    runs = sorted(load_results("stop/*/counterfact_memit_n*.json") + load_results("review/n1000/cov/counterfact_memit_n1000.json"),
+                  key=lambda r: (r["n"], r["_file"]))
     if not runs:
         return out + ["*The reporting-split runs are not measured yet.*", ""]
     out += [("On counterfact-edit, one batch, `memit eval ... --retention ../shared/data/known_1000.json --perplexity "
@@ -411,14 +413,16 @@ def stop_section() -> list[str]:
         u, e, hp = r["unedited"], r["edited"], r["hparams"]
         label = "paper's stop" if hp.get("stop", "paper") == "paper" else f"margin {hp['stop_margin']:g}"
         label += f", {hp.get('rounds', 1)} round(s)" + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
+        label += f", {len(hp['prefixes'])} prefixes"
         v = r.get("verification") or {}
+        held = f"{v['held']} of {r['n']} ({v['rounds_used']})" if v else "not verified"
+        steps = f"{r['targets']['mean_steps']:.1f}" if "mean_steps" in r["targets"] else "not recorded"
         kept = r.get("retention", {}).get("kept")
         rel = " / ".join(f"{x['delta_rel_norm']:.2f}" for x in r["layers_info"])
         phases = ", ".join(f"{k} {x:.0f} s" for k, x in r["timings"].items() if x >= 0.5)
         out.append(f"| {r['n']} | {label} | {fmt_ci(e, 'ES')} | {fmt_ci(e, 'PS')} | {fmt_ci(e, 'NS')} | {e['Score']:.1f} "
                    f"| {e.get('GE', float('nan')):.1f} | {kept:.1f} | {e.get('perplexity', float('nan')):.2f} | {rel} "
-                   f"| {r['targets'].get('mean_steps', float('nan')):.1f} | {v.get('held')} of {r['n']} "
-                   f"({v.get('rounds_used')}) | {phases} |")
+                   f"| {steps} | {held} | {phases} |")
         out.append(f"| {r['n']} | *unedited* | {fmt_ci(u, 'ES')} | {fmt_ci(u, 'PS')} | {fmt_ci(u, 'NS')} "
                    f"| {u['Score']:.1f} | {u.get('GE', float('nan')):.1f} | 100 | {u.get('perplexity', float('nan')):.2f} "
                    "| | | | |")

@@ -22,19 +22,22 @@ import sweep
 from memit.eval.plots import pyplot, save
 from memit.hparams import preset_for
 
+FIVE = preset_for("smollm2-135m-paper").prefixes  # the sweep's configurations name their prefixes explicitly
 CONFIGS: sweep.Configs = {
-    "paper": ("memit", {"stop": "paper", "rounds": 1}),
-    **{f"margin{m:g}": ("memit", {"stop": "margin", "stop_margin": m, "rounds": 1}) for m in (0.0, 1.0, 2.0, 3.0)},
-    "margin2_rounds3": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3}),
-    "margin3_rounds3": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3}),
-    "margin2_rounds3_ridge0.1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "ridge": 0.1}),
-    "margin2_rounds3_ridge0.01": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "ridge": 0.01}),
+    "paper": ("memit", {"stop": "paper", "rounds": 1, "prefixes": FIVE}),
+    **{f"margin{m:g}": ("memit", {"stop": "margin", "stop_margin": m, "rounds": 1, "prefixes": FIVE})
+       for m in (0.0, 1.0, 2.0, 3.0)},
+    "margin2_rounds3": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "prefixes": FIVE}),
+    "margin3_rounds3": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE}),
+    "margin2_rounds3_ridge0.1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "ridge": 0.1,
+                                           "prefixes": FIVE}),
+    "margin2_rounds3_ridge0.01": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "ridge": 0.01,
+                                            "prefixes": FIVE}),
     # fewer rows per step (two of the five prefixes), and a larger first step
-    "margin2_rounds3_2prefixes": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3,
-                                            "prefixes": preset_for("smollm2-135m").prefixes[:2]}),
-    "margin3_rounds3_2prefixes": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
-                                            "prefixes": preset_for("smollm2-135m").prefixes[:2]}),
-    "margin2_rounds3_lr1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "v_lr": 1.0}),
+    "margin2_rounds3_2prefixes": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "prefixes": FIVE[:2]}),
+    "margin3_rounds3_2prefixes": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2]}),
+    "margin2_rounds3_lr1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "v_lr": 1.0,
+                                      "prefixes": FIVE}),
 }
 KEYS = ("ES", "PS", "NS", "Score")
 

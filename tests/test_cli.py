@@ -145,3 +145,27 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     assert main([*seq_args, "--sequential-stats", "base"]) == 0  # another sequence, beside the first
     based = json.loads((root / "res" / "counterfact_alphaedit_n2_seq1_basestats.json").read_text())
     assert based["hparams"]["sequential_stats"] == "base" and len(based["points"]) == 3
+
+
+def test_an_exported_adapter_is_applied_and_scored_like_the_delta(setup, capsys):
+    root, model_dir = setup
+    recs = [{"case_id": 0, "prompt": "{} is located in", "subject": "The Eiffel Tower", "target_new": "Rome",
+             "ground_truth": "Paris", "rephrase_prompt": "The Eiffel Tower stands in",
+             "locality_prompt": "The Louvre is in", "locality_ground_truth": "Paris"}]
+    (root / "one.json").write_text(json.dumps(recs))
+    base = ["--model", str(model_dir), "--hparams", str(root / "hp.json")]
+    assert main(["edit", *base, "--requests", str(root / "one.json"), "--delta", str(root / "one.safetensors"),
+                 "--quiet"]) == 0
+    assert main(["export", "lora", "--delta", str(root / "one.safetensors"), "--out", str(root / "one-lora")]) == 0
+    ev = ["eval", *base, "--dataset", "counterfact", "--data", str(root / "one.json"), "--n", "1", "--no-fluency",
+          "--quiet", "--out", str(root / "scored")]
+    assert main([*ev, "--delta", str(root / "one.safetensors")]) == 0
+    assert main([*ev, "--delta", str(root / "one-lora")]) == 0
+    d = json.loads((root / "scored" / "counterfact_memit_n1_delta-one.json").read_text())
+    a = json.loads((root / "scored" / "counterfact_memit_n1_delta-one-lora.json").read_text())
+    assert a["delta_source"] == str(root / "one-lora") and a["edited"]["ES"] == d["edited"]["ES"]
+    got, want = a["per_case"]["edited"][0]["rewrite"][0], d["per_case"]["edited"][0]["rewrite"][0]
+    assert got == pytest.approx(want, abs=1e-4)  # the adapter scores as the delta does
+    assert main(["apply", "--model", str(model_dir), "--delta", str(root / "one-lora"), "--out", str(root / "m")]) == 0
+    assert main([*ev, "--delta", str(root / "nothing-here")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err

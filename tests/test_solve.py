@@ -16,7 +16,7 @@ def test_update_matches_numpy_normal_equations():
     c0 = x @ x.T / 40
     # Δ minimises ‖ΔK − R‖² + λ tr(Δ C₀ Δᵀ): normal equations Δ (λC₀ + KKᵀ) = R Kᵀ.
     expected = np.linalg.solve((lam * c0 + keys @ keys.T).T, (resid @ keys.T).T).T
-    got = solve_update(torch.tensor(resid), torch.tensor(keys), torch.tensor(c0), lam)
+    got = solve_update(torch.tensor(resid), torch.tensor(keys), torch.tensor(c0), lam).dense()
     assert got.dtype == torch.float64
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-11)
     # and it satisfies the normal equations themselves
@@ -29,7 +29,7 @@ def test_small_lambda_reaches_the_values():
     keys = torch.tensor(rng.normal(size=(16, 3)))
     resid = torch.tensor(rng.normal(size=(4, 3)))
     c0 = torch.eye(16, dtype=torch.float64)
-    upd = solve_update(resid, keys, c0, 1e-9)
+    upd = solve_update(resid, keys, c0, 1e-9).dense()
     torch.testing.assert_close(upd @ keys, resid, rtol=1e-6, atol=1e-6)
 
 
@@ -110,7 +110,7 @@ def test_ridge_matched_norm_is_plain_ridge_at_the_lambda_that_gives_the_norm():
     full = resid @ np.linalg.pinv(keys)  # the largest ridge change (λ → 0)
     want = 0.3 * np.linalg.norm(full)
     solve = RidgeMatchNorm({4: want})
-    got = solve(4, torch.tensor(resid), torch.tensor(keys), torch.eye(12, dtype=torch.float64), 99.0).numpy()
+    got = solve(4, torch.tensor(resid), torch.tensor(keys), torch.eye(12, dtype=torch.float64), 99.0).dense().numpy()
     lam = solve.lams[4]
     assert np.linalg.norm(got) == pytest.approx(want, rel=1e-9)
     expected = resid @ keys.T @ np.linalg.inv(lam * np.eye(12) + keys @ keys.T)  # independent numpy ridge
@@ -119,7 +119,7 @@ def test_ridge_matched_norm_is_plain_ridge_at_the_lambda_that_gives_the_norm():
         np.linalg.cond(lam * np.eye(12) + keys @ keys.T), rel=1e-6)
     # a budget above the minimum-norm change cannot be spent: λ = 0, the edits met exactly
     big = RidgeMatchNorm({4: 10 * np.linalg.norm(full)})
-    np.testing.assert_allclose(big(4, torch.tensor(resid), torch.tensor(keys), None, 1.0).numpy(), full, atol=1e-9)
+    np.testing.assert_allclose(big(4, torch.tensor(resid), torch.tensor(keys), None, 1.0).dense().numpy(), full, atol=1e-9)
     assert big.lams[4] == 0.0
 
 

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   memit edit --model smollm2-135m --requests facts.json --out edited-model/
   memit edit --model ./my-model --requests cf.json --n 100 --layers 3,4,5,6,7,8 --delta edit.safetensors
   memit apply --model ./my-model --delta edit.safetensors --out edited-model/
+  memit export lora --delta edit.safetensors --out edit-lora/          # a PEFT adapter (--rank 512 for vLLM)
   memit stats --model smollm2-135m --layers 3,4,5,6,7,8 --corpus ../shared/data/wikipedia_en --stats-tokens 200000
   torchrun --nproc_per_node 2 -m memit.cli stats --model smollm2-135m --layers 3,4,5,6,7,8   # data parallel
   memit generate --model edited-model/ "The Eiffel Tower is located in the city of"
@@ -29,6 +30,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from memit.delta import DeltaError
     from memit.files import CorruptFileError
     from memit.journal import JournalError
+    from memit.lora import LoraError
     from memit.methods.memit import EditError
     from memit.models.arch import UnsupportedModelError
     from memit.models.loading import ModelLoadError
@@ -37,7 +39,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from memit.tokens import TokenizationError
 
     return (CliError, DeltaError, CorruptFileError, JournalError, EditError, UnsupportedModelError, ModelLoadError,
-            RequestError, CorpusError, TokenizationError)
+            RequestError, CorpusError, TokenizationError, LoraError)
 
 
 METHOD_CHOICES = ["memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit", "emmet"]  # memit.methods.METHODS, without
@@ -288,11 +290,19 @@ def _print_summary(meta: dict) -> None:
     print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
 
 
-def cmd_apply(args) -> None:
+def _read_delta(path: str):
+    """A saved delta, or a LoRA adapter folder (``memit export lora`` or any PEFT LoRA)."""
     from memit.delta import load_delta
+    from memit.lora import is_lora, load_lora
 
+    if not Path(path).exists():
+        raise CliError(f"--delta {path}: no such file or folder")
+    return load_lora(path) if is_lora(path) else load_delta(path)
+
+
+def cmd_apply(args) -> None:
     out = _fresh_out(args.out, args.force, args.model)
-    delta = load_delta(args.delta)
+    delta = _read_delta(args.delta)
     model, tokenizer = _load(args)
     delta.apply(model, check_fingerprint=not args.no_check)
     _save_model(model, tokenizer, out)
@@ -316,13 +326,45 @@ def cmd_stats(args) -> None:
                   f"{meta.get('tokens', '?')} tokens" + (f", drift per quarter {drift}" if drift else ""))
 
 
-def cmd_generate(args) -> None:
+def cmd_export(args) -> None:
     from memit.delta import load_delta
+    from memit.journal import Journal
+    from memit.lora import save_lora, summed
+
+    if bool(args.delta) == bool(args.journal):
+        raise CliError("give either --delta FILE or --journal DIR")
+    if args.rank is not None and args.rank < 1:
+        raise CliError(f"--rank must be at least 1, got {args.rank}")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CliError(f"--out {out} exists; pass --force to replace it")
+    if args.delta:
+        jobs = [(out, load_delta(args.delta))]
+    else:
+        journal = Journal(args.journal)
+        if not journal.steps:
+            raise CliError(f"{args.journal} holds no journal steps")
+        deltas = [load_delta(journal.dir / step["delta"]) for step in journal.steps]
+        jobs = ([(out / f"step-{i:04d}", d) for i, d in enumerate(deltas, 1)] if args.per_step
+                else [(out, summed(deltas))])
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for folder, delta in jobs:
+        info = save_lora(delta, tmp / folder.relative_to(out), rank=args.rank, base_model=args.base_model)
+        errs = ", ".join(f"{x['layer']}: {x['rel_error']:.2e}" for x in info["layers"])
+        print(f"{folder}: LoRA rank {info['r']} on layers {[x['layer'] for x in info['layers']]}"
+              + (f"; relative error per layer {errs}" if args.rank is not None else " (exact)"))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def cmd_generate(args) -> None:
     from memit.demo import greedy
 
     model, tokenizer = _load(args)
     if args.delta:
-        load_delta(args.delta).apply(model)
+        _read_delta(args.delta).apply(model)
     for prompt in args.prompt:
         print(f"{prompt} {greedy(model, tokenizer, prompt, args.max_new_tokens)}")
 
@@ -355,6 +397,7 @@ def cmd_eval(args) -> None:
         sequential = bool(args.batch_size) and args.batch_size < n
         tag += f"_seq{args.batch_size}" if sequential else ""
         tag += "_basestats" if sequential and args.sequential_stats == "base" else ""  # not the same sequence
+        tag += f"_delta-{Path(args.delta).name.removesuffix('.safetensors')}" if args.delta else ""
         file = out / f"{args.dataset}_{args.method}_n{n}{tag}.json"
         if file.exists() and not args.force and not sequential:  # a sequence resumes from its journal
             print(f"{file} exists: skipped (pass --force to redo it)")
@@ -368,6 +411,9 @@ def cmd_eval(args) -> None:
     for i, f in enumerate(known or []):
         if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in ("prompt", "attribute", "subject")):
             raise CliError(f"{args.retention}: record {i} needs string fields prompt, attribute and subject")
+    if args.delta and (args.batch_size or len(todo) > 1):
+        raise CliError("--delta scores one saved change: give one --n and no --batch-size")
+    given = _read_delta(args.delta) if args.delta else None
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
     for n, file, sequential in todo:
@@ -383,7 +429,7 @@ def cmd_eval(args) -> None:
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
                       seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample},
                       method=args.method, known_facts=known, ppl_corpus=args.perplexity,
-                      ppl_tokens=args.perplexity_tokens)
+                      ppl_tokens=args.perplexity_tokens, delta=given)
         keys = [k for k in r["edited"] if not k.endswith("_ci95") and isinstance(r["edited"][k], float)]
         print(f"N = {n}: " + "  ".join(f"{k} {r['unedited'][k]:.1f}→{r['edited'][k]:.1f}" for k in keys)
               + f"   edit {r['edit_wall_s']:.0f} s  → {file}")
@@ -456,11 +502,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="apply a saved delta to a model and save the result")
     _model_args(p)
-    p.add_argument("--delta", required=True)
+    p.add_argument("--delta", required=True, help="a saved delta, or a LoRA adapter folder")
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true")
     p.add_argument("--no-check", action="store_true", help="apply even if the model fingerprint differs")
     p.set_defaults(fn=cmd_apply)
+
+    p = sub.add_parser("export", help="write a delta or a journal as a PEFT LoRA adapter")
+    p.add_argument("format", choices=["lora"])
+    p.add_argument("--delta", help="a saved delta (.safetensors)")
+    p.add_argument("--journal", help="an edit journal: its steps summed into one adapter (or --per-step)")
+    p.add_argument("--per-step", action="store_true", help="with --journal: one adapter per step, in step-NNNN/")
+    p.add_argument("--rank", type=int, help="at most this rank (truncated SVD, e.g. 512 for vLLM); default: exact")
+    p.add_argument("--base-model", help="base_model_name_or_path to write into adapter_config.json")
+    p.add_argument("--out", required=True, help="adapter folder")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("stats", help="compute and cache the second-moment statistics C₀")
     _model_args(p), _hparam_args(p)
@@ -469,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="greedy continuation of prompts")
     _model_args(p)
     p.add_argument("prompt", nargs="+")
-    p.add_argument("--delta", help="apply this delta first")
+    p.add_argument("--delta", help="apply this delta (or LoRA adapter folder) first")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.set_defaults(fn=cmd_generate)
 
@@ -493,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perplexity-tokens", type=int, default=20_000)
     p.add_argument("--retention", metavar="KNOWN_JSON",
                    help="also score unrelated known facts (known_1000.json) before and after the edit")
+    p.add_argument("--delta", help="score this saved delta or LoRA adapter folder instead of editing "
+                   "(e.g. an adapter truncated by `memit export lora --rank`)")
     p.add_argument("--force", action="store_true", help="recompute points whose file exists")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_eval)

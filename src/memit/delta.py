@@ -7,6 +7,11 @@ changes in float64 (methods/rounds.py): then the sum is taken in float64, which 
 edited weights' bits. Reverting restores the weights that
 ``apply`` replaced (kept in memory), which is bit-exact; a delta loaded in another process
 without a preceding ``apply`` can only subtract, which is exact only up to rounding.
+
+Where a change was made as factors (lowrank.py), the Delta keeps them beside the dense change,
+and a saved file holds whichever of the two is smaller: the factors of an edit of a few facts are
+a small fraction of the dense matrix. Loading rebuilds the dense change by the same product the
+edit applied, so both forms reproduce the edited weights to the bit.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import torch
 from memit import weights
 from memit.files import load_tensors, save_tensors
 from memit.fingerprint import model_fingerprint
+from memit.lowrank import LowRank
+
+FACTORED = "factored"  # meta key: {name: {"dtype": ..., "transposed": ...}} for weights saved as factors
 
 
 class DeltaError(ValueError):
@@ -31,6 +39,9 @@ class DeltaError(ValueError):
 class Delta:
     weights: dict[str, torch.Tensor]  # parameter name -> ΔW (float32 or float64, storage orientation)
     meta: dict = field(default_factory=dict)
+    # The same changes as factors, where the method made them so: weights[n] == factors[n].dense()
+    # cast to weights[n]'s dtype, exactly.
+    factors: dict[str, LowRank] = field(default_factory=dict)
     # In-memory by-products of the edit (target vectors, keys per layer); never saved.
     aux: dict = field(default_factory=dict, repr=False)
     _originals: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -80,15 +91,36 @@ class Delta:
             self.revert(model)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Each weight as its factors where they are smaller than the dense change, else dense."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise DeltaError(f"{path} exists; refusing to overwrite it")
-        save_tensors(path, self.weights, self.meta)
+        tensors, factored = {}, {}
+        for name, d in self.weights.items():
+            f = self.factors.get(name)
+            if f is not None and f.nbytes() < d.numel() * d.element_size():
+                tensors[f"{name}:left"], tensors[f"{name}:right"] = f.left.double(), f.right.double()
+                factored[name] = {"dtype": str(d.dtype).removeprefix("torch."), "transposed": f.transposed}
+            else:
+                tensors[name] = d
+        meta = {k: v for k, v in self.meta.items() if k != FACTORED} | ({FACTORED: factored} if factored else {})
+        save_tensors(path, tensors, meta)
 
     def norms(self) -> dict[str, float]:
         return {k: float(v.norm()) for k, v in self.weights.items()}
 
 
 def load_delta(path: str | Path) -> Delta:
+    """A saved Delta, dense or factored (or both, weight by weight)."""
     tensors, meta = load_tensors(path)
-    return Delta({k: v if v.dtype == torch.float64 else v.float() for k, v in tensors.items()}, meta)
+    factored = meta.pop(FACTORED, {})
+    changes, factors = {}, {}
+    for name, info in factored.items():
+        try:
+            f = LowRank(tensors.pop(f"{name}:left"), tensors.pop(f"{name}:right"), bool(info["transposed"]))
+        except KeyError:
+            raise DeltaError(f"{path}: the factors of {name} are missing") from None
+        factors[name] = f
+        changes[name] = f.dense().to(getattr(torch, info["dtype"]))
+    changes |= {k: v if v.dtype == torch.float64 else v.float() for k, v in tensors.items()}
+    return Delta(changes, meta, factors=factors)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from memit.delta import Delta
 from memit.eval import fluency as fluency_module
 from memit.eval import metrics as metrics_module
 from memit.eval.fluency import ngram_entropy, sample
@@ -106,8 +107,11 @@ def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: b
 def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperParams, out_file: Path, *,
               fluency: bool = True, seed: int = 0, progress: bool = True, extra: dict | None = None,
               method: str = "memit", known_facts: list[dict] | None = None, ppl_corpus: str | None = None,
-              ppl_tokens: int = 20_000) -> dict:
+              ppl_tokens: int = 20_000, delta: Delta | None = None) -> dict:
     """Score unedited, edit all ``cases`` in one batch, score again, restore; write ``out_file``.
+
+    With ``delta`` (a saved delta, or a LoRA adapter read by lora.py), that change is scored
+    instead of an edit made here: what a truncated adapter costs, for instance.
 
     With ``known_facts`` (records of ``known_1000.json``), also how many of them the model still
     knows after the edit; facts about an edited subject are left out. With ``ppl_corpus``, also
@@ -123,9 +127,12 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         pre["summary"] = pre["summary"] | {"perplexity": perplexity(model, tokenizer, ppl_corpus, ppl_tokens)}
     t_eval = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ckpt = cache_dir() / "targets"  # resumes a long run; reused by runs that differ only in λ, band start …
-    ckpt.mkdir(parents=True, exist_ok=True)
-    delta = run(method, model, tokenizer, [c.request for c in cases], hp, progress=progress, checkpoint=ckpt)
+    if delta is None:
+        ckpt = cache_dir() / "targets"  # resumes a long run; reused by runs that differ only in λ, band start …
+        ckpt.mkdir(parents=True, exist_ok=True)
+        delta = run(method, model, tokenizer, [c.request for c in cases], hp, progress=progress, checkpoint=ckpt)
+    else:
+        delta.apply(model)
     t_edit = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
@@ -136,12 +143,27 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     finally:
         delta.revert(model)
     t_eval += time.perf_counter() - t0  # scoring before and after; the unedited half is often cached
-    reqs = delta.meta["requests"]
     result = {
-        "dataset": dataset, "n": len(cases), "method": delta.meta["method"],
+        "dataset": dataset, "n": len(cases), "method": delta.meta.get("method"),
         "case_ids": [c.request.case_id for c in cases],
         "unedited": pre["summary"], "edited": post["summary"],
-        "edit_wall_s": t_edit, "eval_wall_s": t_eval, "timings": delta.meta["timings"],
+        "edit_wall_s": t_edit, "eval_wall_s": t_eval, **_edit_fields(delta),
+        "machine": where, **(extra or {}), **({"ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens} if ppl_corpus else {}),
+        **({"retention": retention_summary(known_pre, known_post)} if known else {}),
+        **({"strata": counterfact_strata(pre["cases"], post["cases"])} if dataset == "counterfact" else {}),
+        "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
+    }
+    write_json(out_file, result)
+    return result
+
+
+def _edit_fields(delta: Delta) -> dict:
+    """What the edit itself reported; a delta from elsewhere (an adapter) carries only its source."""
+    if "requests" not in delta.meta:
+        return {"delta_source": delta.meta.get("source")}
+    reqs = delta.meta["requests"]
+    return {
+        "timings": delta.meta["timings"],
         "targets": {"converged": sum(r["converged"] for r in reqs), "clamped": sum(r["clamped"] for r in reqs),
                     "mean_nll": sum(r["nll"] for r in reqs) / len(reqs),
                     "mean_steps": sum(r.get("steps_total", r["steps"]) for r in reqs) / len(reqs),
@@ -153,10 +175,4 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
                                                "margin", "steps_total", "holds", "round", "reason")}
                         for r in reqs],
         "spectra": delta.aux.get("spectra"),  # eigenvalues of λC₀ + KKᵀ and of KKᵀ per layer
-        "machine": where, **(extra or {}), **({"ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens} if ppl_corpus else {}),
-        **({"retention": retention_summary(known_pre, known_post)} if known else {}),
-        **({"strata": counterfact_strata(pre["cases"], post["cases"])} if dataset == "counterfact" else {}),
-        "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
     }
-    write_json(out_file, result)
-    return result

@@ -24,6 +24,7 @@ from memit.delta import Delta
 from memit.diagnostics import max_key_overlap, spectrum, text_change, update_overlap
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams, default_hparams
+from memit.lowrank import LowRank
 from memit.methods.ridge import RidgeMatchNorm
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
@@ -40,26 +41,26 @@ class EditError(ValueError):
 COND_WARN = 1e10  # beyond this the float64 solve loses more than ~6 of its 16 digits
 
 
-def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> torch.Tensor:
+def solve_update(resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
     """Δ = R Kᵀ (λC₀ + KKᵀ)⁻¹ in float64, by a solve (never an explicit inverse).
 
-    ``resid`` is (d_model, n), ``keys`` (d_ff, n), ``c0`` (d_ff, d_ff); returns (d_model, d_ff).
-    The system is symmetric, so Δ = R · solve(A, K)ᵀ.
+    ``resid`` is (d_model, n), ``keys`` (d_ff, n), ``c0`` (d_ff, d_ff); Δ is (d_model, d_ff), of
+    rank n. The system is symmetric, so Δ = R · solve(A, K)ᵀ, kept as those two factors.
     """
     k = keys.double()
     if lam == 0:  # no preservation: the minimum-norm Δ with ΔK = R (least squares if K is not full rank)
-        return resid.double() @ torch.linalg.pinv(k)
+        return LowRank(resid.double(), torch.linalg.pinv(k))
     a = lam * c0.double() + k @ k.T
-    return resid.double() @ torch.linalg.solve(a, k).T
+    return LowRank(resid.double(), torch.linalg.solve(a, k).T)
 
 
-def _memit_solve(layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> torch.Tensor:
+def _memit_solve(layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
     return solve_update(resid, keys, c0, lam)
 
 
-# (layer, resid (d_model, n), keys (d_ff, n), C₀, λ) -> update (d_model, d_ff): how a method turns
-# the shared targets and keys into a weight change.
-Solver = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+# (layer, resid (d_model, n), keys (d_ff, n), C₀, λ) -> update (d_model, d_ff) as factors: how a
+# method turns the shared targets and keys into a weight change.
+Solver = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], LowRank]
 
 
 @torch.no_grad()
@@ -210,6 +211,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
         raise EditError(f"target vectors at layer {z_layer} are not finite; nothing was changed")
 
     deltas: dict[str, torch.Tensor] = {}
+    factors: dict[str, LowRank] = {}
     all_keys: dict[int, torch.Tensor] = {}
     originals: dict[str, torch.Tensor] = {}
     layer_info = []
@@ -232,10 +234,13 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             weight = weights.read(model, name)  # wherever it lives, offloaded included
             dev = weights.execution_device(model, name)  # the layer's own device; the model is never gathered
             dev = dev if dev.type != "mps" else torch.device("cpu")  # MPS: no float64
-            upd = (solver or _memit_solve)(layer, resid.to(dev), keys.to(dev), stats[layer].to(dev), lam)
+            lr = (solver or _memit_solve)(layer, resid.to(dev), keys.to(dev), stats[layer].to(dev), lam)
+            lr = lr.stored_as(arch.conv1d)
+            upd = lr.dense()
             if not torch.isfinite(upd).all():
                 raise EditError(f"layer {layer}: the update is not finite (NaN/Inf); the model was restored")
-            upd = (upd.T if arch.conv1d else upd).float()
+            upd = upd.float()
+            factors[name] = LowRank(lr.left.cpu(), lr.right.cpu(), lr.transposed)
             with torch.no_grad():
                 originals[name] = weight.detach().clone()
                 weights.write(model, name, (weight.float() + upd.to(weight.device)).to(weight.dtype))
@@ -303,7 +308,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
         "resid_after": resid_after,
         "timings": timings,
     }
-    delta = Delta(deltas, meta, aux={"targets": targets, "keys": all_keys, "spectra": spectra})
+    delta = Delta(deltas, meta, factors, aux={"targets": targets, "keys": all_keys, "spectra": spectra})
     if apply:
         delta._originals = originals
         delta._applied = {n: weights.read(model, n).detach().clone() for n in deltas}

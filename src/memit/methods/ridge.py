@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from memit.lowrank import LowRank
+
 
 class RidgeMatchNorm:
     """Solver for ``memit.edit``: ridge Δ = R Kᵀ(λ_l I + KKᵀ)⁻¹ with λ_l giving ‖Δ‖ = ``norms[layer]``."""
@@ -26,7 +28,7 @@ class RidgeMatchNorm:
         self.svals: dict[int, torch.Tensor] = {}  # singular values of each layer's keys, for ``condition``
 
     def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
-                 ) -> torch.Tensor:
+                 ) -> LowRank:
         u, s, vh = torch.linalg.svd(keys.double(), full_matrices=False)  # keys (d_ff, n) = U S Vᵀ
         rv = resid.double() @ vh.T  # (d_model, r): the residual in the key directions
         weight = (rv ** 2).sum(0)
@@ -47,7 +49,7 @@ class RidgeMatchNorm:
             self.lams[layer] = 10 ** ((lo + hi) / 2)
         lam_l = self.lams[layer]
         scale = torch.where(s > 0, s / (s ** 2 + lam_l), torch.zeros_like(s))
-        return (rv * scale) @ u.T
+        return LowRank(rv * scale, u.T)
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
         """cond(λ_l I + KKᵀ): (λ_l + s_max²)/(λ_l + s_min²), s_min = 0 when n < d_ff. Called after

@@ -22,6 +22,7 @@ from memit.delta import Delta
 from memit.diagnostics import cond_of_eigenvalues
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
+from memit.lowrank import LowRank
 from memit.methods.memit import edit as memit_edit
 from memit.models.arch import get_arch
 from memit.requests import EditRequest
@@ -35,10 +36,10 @@ class RomeSolve:
         self._cond: dict[int, tuple[torch.Tensor, float]] = {}
 
     def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
-                 ) -> torch.Tensor:
+                 ) -> LowRank:
         k = keys.double()
         u = torch.linalg.solve(c0.double(), k)  # C₀⁻¹k*, (d_ff, 1)
-        return resid.double() @ u.T / (u.T @ k)
+        return LowRank(resid.double(), u.T / (u.T @ k))
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
         """cond(C₀): the same for every request of a sequence, so its eigenvalues are found once."""
@@ -54,10 +55,10 @@ class EmmetSolve:
     It needs linearly independent keys; MEMIT's λC₀ + KKᵀ does not."""
 
     def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
-                 ) -> torch.Tensor:
+                 ) -> LowRank:
         u = torch.linalg.solve(c0.double(), keys.double())  # C₀⁻¹K, (d_ff, n)
         m = keys.double().T @ u  # KᵀC₀⁻¹K, (n, n), symmetric
-        return resid.double() @ torch.linalg.solve(m, u.T)
+        return LowRank(resid.double(), torch.linalg.solve(m, u.T))
 
     @staticmethod
     def condition(layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
@@ -76,8 +77,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
         stats = stats_for(model, tokenizer, hp, progress=progress)
     name = arch.mlp_out_name(layer) + ".weight"
     w0 = weights.read(model, name).detach().clone()
-    total = torch.zeros(w0.shape, dtype=torch.float32)
-    metas = []
+    parts, metas = [], []
     base = model_fingerprint(model)
     # The model before request i is base + the ROME edits of requests 0..i-1 with these settings:
     # a running hash of those names it without rehashing the weights for every request.
@@ -88,12 +88,15 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=solve, method="rome", progress=False,
                            fingerprint=f"rome:{state.hexdigest()}", checkpoint=checkpoint)
             state.update(json.dumps(dataclasses.astuple(r), default=str).encode())
-            total += d.weights[name]
+            parts.append(d.factors[name])
             metas.append(d.meta)
     except BaseException:
         weights.write(model, name, w0)
         raise
-    # The model ends as base + delta computed once, so applying the saved delta reproduces it exactly.
+    # The model ends as base + the sum of the rank-one updates, computed once in float64 from their
+    # factors, so applying the saved delta (either form) reproduces it exactly.
+    factors = LowRank.cat(parts)
+    total = factors.dense()
     weights.write(model, name, (w0.float() + total.to(w0.device)).to(w0.dtype))
     meta = metas[0] | {
         "method": "rome", "n_requests": len(requests), "model_fingerprint": base,
@@ -102,7 +105,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
         "resid_after": sum(m["resid_after"] for m in metas) / len(metas),
         "timings": {k: sum(m["timings"][k] for m in metas) for k in metas[0]["timings"]},
     }
-    delta = Delta({name: total}, meta)
+    delta = Delta({name: total}, meta, {name: factors})
     delta._originals = {name: w0}
     delta._applied = {name: weights.read(model, name).detach().clone()}
     return delta

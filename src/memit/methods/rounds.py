@@ -6,8 +6,11 @@ preservation term holds the keys of every earlier round, as MEMIT-seq's does, so
 that already hold stay held. The rounds stop when everything holds or after ``hp.rounds``.
 
 The rounds come back as one Delta. With one round it is that round's, unchanged. With more, each
-weight's change is stored in float64 as (final − original): float32 sums of the rounds' changes
-would not replay to the same bits, the float64 difference does.
+weight's change is the sum of the rounds' factors (lowrank.py), one factor pair of the summed
+rank. After each later round the weights are set to original + that sum, computed once in
+float64: float32 sums of the rounds' changes would not replay to the same bits, this does, and
+the facts are verified on exactly the weights that a saved delta reproduces. A change made
+without factors is stored as the float64 difference (final − original), which replays as well.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from memit import weights
 from memit.delta import Delta
+from memit.lowrank import LowRank
 from memit.methods.sequential import key_outer_sums
 from memit.requests import EditRequest
 from memit.verify import check, failure_reason
@@ -47,6 +51,7 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
             kk[layer] = kk[layer] + x if layer in kk else x
         d = once([requests[i] for i in todo], hp, kk, len(deltas) + 1)
         deltas.append(d)
+        _settle(model, deltas)
         for j, i in enumerate(todo):
             last[i] = d.meta["requests"][j]
         t = time.perf_counter()
@@ -73,6 +78,21 @@ def _round_info(k: int, todo: list[int], d: Delta, status: list[dict]) -> dict:
             "requests": {i: {"steps": r["steps"], "stop": r.get("stop")} for i, r in zip(todo, d.meta["requests"])}}
 
 
+def _summed(deltas: list[Delta]) -> dict[str, LowRank] | None:
+    """Each weight's change over all rounds, as factors; None when a round has no factors."""
+    names = deltas[0].weights
+    if any(n not in d.factors for d in deltas for n in d.weights) or any(set(d.weights) - set(names) for d in deltas):
+        return None
+    return {n: LowRank.cat([d.factors[n] for d in deltas if n in d.factors]) for n in names}
+
+
+def _settle(model, deltas: list[Delta]) -> None:
+    """Weights = original + the summed factors, as ``Delta.apply`` of the combined delta writes them."""
+    for name, f in (_summed(deltas) or {}).items():
+        w0 = deltas[0]._originals[name]
+        weights.write(model, name, (w0.float() + f.dense().to(w0.device)).to(w0.dtype))
+
+
 def _combine(model, deltas: list[Delta], rounds: list[dict], spent: dict) -> Delta:
     first = deltas[0]
     meta = first.meta
@@ -88,11 +108,13 @@ def _combine(model, deltas: list[Delta], rounds: list[dict], spent: dict) -> Del
     if len(deltas) == 1:
         return first
     current = {n: weights.read(model, n).detach().clone() for n in first.weights}
-    changes = {n: current[n].double() - first._originals[n].double() for n in first.weights}
+    factors = _summed(deltas) or {}
+    changes = {n: factors[n].dense() if n in factors else current[n].double() - first._originals[n].double()
+               for n in first.weights}
     for info, name in zip(meta["layers_info"], changes):  # the whole edit's change, not round 1's (one weight a layer)
         info["delta_rel_norm"] = float(changes[name].norm() / first._originals[name].double().norm())
     keys = {layer: torch.cat([d.aux["keys"][layer] for d in deltas if layer in d.aux.get("keys", {})], dim=1)
             for layer in first.aux.get("keys", {})}
-    out = Delta(changes, meta, aux=first.aux | {"keys": keys})
+    out = Delta(changes, meta, factors, aux=first.aux | {"keys": keys})
     out._originals, out._applied = first._originals, current
     return out

@@ -23,6 +23,7 @@ from memit.delta import Delta
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.fingerprint import tensor_fingerprint
 from memit.hparams import MemitHyperParams
+from memit.lowrank import LowRank
 from memit.methods.memit import EditError
 from memit.methods.memit import edit as memit_edit
 from memit.models.arch import dims, get_arch
@@ -96,10 +97,10 @@ class AlphaEditSolve:
         return p @ kk + self.alpha * torch.eye(k.shape[0], dtype=torch.float64, device=k.device), p
 
     def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
-                 ) -> torch.Tensor:
+                 ) -> LowRank:
         a, p = self._system(layer, keys)
-        x = torch.linalg.solve(a, p @ keys.double() @ resid.double().T)  # (d_ff, d_model), lies in range(P)
-        return x.T
+        x = torch.linalg.solve(a, p @ keys.double())  # (d_ff, n), lies in range(P); Δ = R xᵀ
+        return LowRank(resid.double(), x.T)
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
         return float(torch.linalg.cond(self._system(layer, keys)[0]))  # 2-norm: the system is not symmetric
