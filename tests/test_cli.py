@@ -169,3 +169,14 @@ def test_an_exported_adapter_is_applied_and_scored_like_the_delta(setup, capsys)
     assert main(["apply", "--model", str(model_dir), "--delta", str(root / "one-lora"), "--out", str(root / "m")]) == 0
     assert main([*ev, "--delta", str(root / "nothing-here")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_gguf_out_needs_a_gguf_model_and_says_so_before_editing(setup, capsys):
+    root, model_dir = setup
+    base = ["--model", str(model_dir), "--hparams", str(root / "hp.json")]
+    assert main(["edit", *base, "--requests", str(root / "reqs.json"), "--out", str(root / "e.gguf"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a .gguf file" in err and err.count("\n") == 1 and not (root / "e.gguf").exists()
+    assert main(["apply", "--model", str(model_dir), "--delta", str(root / "d.safetensors"),
+                 "--out", str(root / "a.gguf")]) == 2
+    assert "is not a .gguf file" in capsys.readouterr().err

@@ -64,3 +64,61 @@ def test_five_known_facts_in_one_batch(smollm2):
     delta.revert(model)
     with torch.no_grad():
         assert torch.equal(model(**ids).logits, logits0)  # revert restores the logits exactly
+
+
+@pytest.mark.slow
+def test_demo_edit_leaves_as_a_peft_adapter_and_as_a_gguf(smollm2, tmp_path, monkeypatch):
+    import peft
+
+    from memit.gguf_out import write_gguf
+    from memit.lora import save_lora
+    from memit.models.loading import smollm2_gguf
+
+    model, tok = smollm2
+    reqs = [c.request for c in demo_cases()]
+    hp = preset_for("smollm2-135m")
+    hp.stats_tokens = 20_000
+    ids = tok([r.text for r in reqs], return_tensors="pt", padding=True)
+    originals = {n: p.detach().clone() for n, p in model.named_parameters()}
+    delta = memit.edit(model, tok, reqs, hp, progress=False)
+    try:
+        with torch.no_grad():
+            merged = model(**ids).logits
+        edited = {n: model.get_parameter(n).detach().clone() for n in delta.weights}
+        save_lora(delta, tmp_path / "lora", base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+        monkeypatch.setenv("MEMIT_CACHE", USER_CACHE)
+        base, _ = memit.load_model("smollm2-135m")
+        with torch.no_grad():
+            got = peft.PeftModel.from_pretrained(base, str(tmp_path / "lora")).eval()(**ids).logits
+        assert (got - merged).abs().max() < 1e-4  # the adapter is the edit
+
+        report = write_gguf(smollm2_gguf(), tmp_path / "edited.gguf", edited)
+        assert {t["written"] for t in report} == {"Q4_1"} and len(report) == len(delta.weights)
+        back, _ = memit.load_model(str(tmp_path / "edited.gguf"))
+        for name, p in back.named_parameters():
+            if name in edited:  # requantised: nearer the edited weights than the original ones
+                assert (p - edited[name]).norm() < (p - originals[name]).norm(), name
+            else:
+                assert torch.equal(p, originals[name]), name
+    finally:
+        delta.revert(model)
+
+
+@pytest.mark.slow
+def test_cli_writes_a_gguf_and_checks_the_facts_in_it(smollm2, tmp_path, monkeypatch, capsys):
+    import json
+    from importlib import resources
+
+    from memit.cli import main
+
+    monkeypatch.setenv("MEMIT_CACHE", USER_CACHE)  # the bundled model and its GGUF live there
+    (tmp_path / "hp.json").write_text(json.dumps({"preset": "smollm2-135m", "stats_tokens": 20_000}))
+    with resources.as_file(resources.files("memit") / "data" / "demo_facts.json") as facts:
+        args = ["edit", "--model", "smollm2-135m", "--hparams", str(tmp_path / "hp.json"), "--requests", str(facts),
+                "--quiet", "--out", str(tmp_path / "edited.gguf")]
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "edited.report.json").read_text())
+    assert "Q4_1 → Q4_1" in out and f"{report['gguf']['held']} of 5 facts hold in the GGUF" in out
+    assert len(report["gguf"]["tensors"]) == 6 and (tmp_path / "edited.gguf").stat().st_size > 50e6
+    assert main(args) == 2  # never replaced without --force

@@ -193,6 +193,8 @@ def cmd_edit(args) -> None:
     if not args.out and not args.delta and not args.journal:
         raise CliError("give --out DIR (edited model), --delta FILE (the weight change only) or --journal DIR")
     out = _fresh_out(args.out, args.force, args.model) if args.out else None
+    if out and out.suffix == ".gguf":
+        _gguf_source(args.model)  # before the edit, not after it
     for file in [Path(args.delta), Path(args.delta).with_suffix(".report.json")] if args.delta else []:
         if file.exists() and not args.force:
             raise CliError(f"--delta {args.delta}: {file} exists; pass --force to replace it")
@@ -216,11 +218,14 @@ def cmd_edit(args) -> None:
     if args.delta:
         delta.save(args.delta, overwrite=True)
         reports.append(Path(args.delta).with_suffix(".report.json"))
-    if out:
+    report = fact_report(delta.meta)
+    if out and out.suffix == ".gguf":
+        report["gguf"] = _save_gguf(args, model, delta, out, [c.request for c in cases], hp)
+        reports.append(out.with_suffix(".report.json"))
+    elif out:
         _save_model(model, tokenizer, out)
         (out / "memit_edit.json").write_text(json.dumps(delta.meta, indent=1))
         reports.append(out / "report.json")
-    report = fact_report(delta.meta)
     for file in reports:
         write_json(file, report)
     _print_summary(delta.meta)
@@ -300,11 +305,51 @@ def _read_delta(path: str):
     return load_lora(path) if is_lora(path) else load_delta(path)
 
 
+def _gguf_source(spec: str) -> Path:
+    from memit.models.loading import DEFAULT_MODEL, smollm2_gguf
+
+    if spec == DEFAULT_MODEL:
+        return smollm2_gguf()
+    if Path(spec).suffix == ".gguf" and Path(spec).is_file():
+        return Path(spec)
+    raise CliError(f"--out *.gguf copies the input GGUF with the edited tensors replaced: --model {spec} is not a "
+                   ".gguf file (nor smollm2-135m); save a model directory instead")
+
+
+def _save_gguf(args, model, delta, out: Path, requests=None, hp=None) -> dict:
+    """Write the GGUF; with the requests, read it back and say which facts hold after requantisation."""
+    from memit import weights
+    from memit.gguf_out import write_gguf
+
+    source = _gguf_source(args.model)
+    changed = {name: weights.read(model, name) for name in delta.weights}
+    tensors = write_gguf(source, out, changed, keep_type=args.gguf_type == "keep")
+    kinds = sorted({f"{t['was']} → {t['written']}" + (f" ({t['note']})" if t.get("note") else "") for t in tensors})
+    print(f"wrote {out}: {source.name} with {len(tensors)} edited tensors replaced, {'; '.join(kinds)}")
+    info = {"file": str(out), "source": source.name, "tensors": tensors}
+    if requests:
+        from memit.models.loading import load_model
+        from memit.verify import check
+
+        back, tok = load_model(str(out))
+        status = check(back, tok, requests, delta.meta.get("hparams", {}).get("prefixes") or [], hp.batch_tokens)
+        info["held"] = sum(s["holds"] for s in status)
+        info["holds"] = [s["holds"] for s in status]
+        print(f"read back from {out.name}: {info['held']:,} of {len(requests):,} facts hold in the GGUF")
+    return info
+
+
 def cmd_apply(args) -> None:
     out = _fresh_out(args.out, args.force, args.model)
+    if out.suffix == ".gguf":
+        _gguf_source(args.model)
     delta = _read_delta(args.delta)
     model, tokenizer = _load(args)
     delta.apply(model, check_fingerprint=not args.no_check)
+    if out.suffix == ".gguf":
+        _save_gguf(args, model, delta, out)
+        print(f"applied {args.delta} ({len(delta.weights)} weights)")
+        return
     _save_model(model, tokenizer, out)
     print(f"applied {args.delta} ({len(delta.weights)} weights) and saved {out}")
 
@@ -483,7 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", required=True, help="JSON/JSONL: ours, ROME/CounterFact, EasyEdit or zsRE records")
     p.add_argument("--n", type=int, help="edit only the first N records (after --offset)")
     p.add_argument("--offset", type=int, default=0)
-    p.add_argument("--out", help="directory for the edited model (safetensors + tokenizer)")
+    p.add_argument("--out", help="directory for the edited model (safetensors + tokenizer), or FILE.gguf when "
+                   "the model is a GGUF (or smollm2-135m)")
+    p.add_argument("--gguf-type", choices=["keep", "f32"], default="keep",
+                   help="with --out FILE.gguf: edited tensors requantised to their own type (keep) or F32")
     p.add_argument("--delta", help="file for the weight change alone (.safetensors)")
     p.add_argument("--force", action="store_true", help="replace an existing --out/--delta")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -503,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="apply a saved delta to a model and save the result")
     _model_args(p)
     p.add_argument("--delta", required=True, help="a saved delta, or a LoRA adapter folder")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="model directory, or FILE.gguf for a GGUF input model")
+    p.add_argument("--gguf-type", choices=["keep", "f32"], default="keep")
     p.add_argument("--force", action="store_true")
     p.add_argument("--no-check", action="store_true", help="apply even if the model fingerprint differs")
     p.set_defaults(fn=cmd_apply)

