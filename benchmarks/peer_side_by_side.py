@@ -36,8 +36,9 @@ SCORES = ("ES", "PS", "NS", "Score")
 def sh(cmd: list[str], log: Path, env: dict | None = None) -> float:
     """Run a command with its output in ``log``; its wall time in seconds."""
     t0 = time.perf_counter()
+    env = {"PEER_PYTHON": sys.executable} | os.environ | (env or {})  # run.sh: this Python, with torch
     with log.open("w") as f:
-        done = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        done = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.STDOUT, env=env)
     if done.returncode:
         sys.exit(f"peer_side_by_side: {cmd[0]} failed with {done.returncode} (see {log})")
     return time.perf_counter() - t0
@@ -65,8 +66,7 @@ def ours(records: Path, n: int, out: Path, preset: str) -> dict:
     if not wall.exists():
         print(f"memit ({preset}): {n} facts ...", flush=True)
         run.mkdir(parents=True, exist_ok=True)
-        memit = str(Path(sys.executable).with_name("memit"))
-        s = sh([memit, "edit", "--preset", preset, "--requests", str(records), "--n", str(n), "--out", str(model),
+        s = sh([sys.executable, "-m", "memit.cli", "edit", "--preset", preset, "--requests", str(records), "--n", str(n), "--out", str(model),
                 "--force"], run / "edit.log", env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
         write_json(wall, {"edit_s": s})
     score = run / "score_edited.json"

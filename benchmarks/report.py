@@ -431,6 +431,55 @@ def stop_section() -> list[str]:
                                               if missing else [])
 
 
+def peer_section() -> list[str]:
+    """kmeng01/memit and memit on the same facts, back to back on one machine."""
+    from peer_side_by_side import table
+
+    runs = sorted(load_results("peer/side_by_side_n*.json"), key=lambda r: r["n"])
+    if not runs:
+        return ["*Not measured yet.*", ""]
+    out = []
+    for r in runs:
+        out += [(f"Command: `python benchmarks/peer_side_by_side.py --n {r['n']}` (the first {r['n']} records of "
+                 f"`{r['records']}`, one batch; both edited models scored by the peer folder's own `cf_score.py`; "
+                 "the paper's code without its statistics pass, memit's whole `memit edit` process with statistics "
+                 "cached)."), "", table(r), "", fmt_files([r]), ""]
+    return out
+
+
+def export_section() -> list[str]:
+    runs = load_results("export/export.json")
+    if not runs:
+        return ["*Not measured yet.*", ""]
+    r = runs[0]
+    out = [("Command: `python benchmarks/export_sizes.py` (the first N counterfact-edit records, one batch, the "
+            "default preset). Sizes in bytes; the delta is saved as factors where they are smaller than the "
+            "dense matrix."), "",
+           "| N | rounds | rank per layer | delta as saved | dense | LoRA exact (rank) | LoRA rank 512 (max rel. error) |",
+           "|---|---|---|---|---|---|---|"]
+    for n, x in sorted(r["runs"].items(), key=lambda kv: int(kv[0])):
+        b = x["bytes"]
+        cut = (f"{b['lora_rank512']:,} ({max(x['lora_rank512_rel_error'].values()):.3f})" if "lora_rank512" in b
+               else "not needed")
+        out.append(f"| {n} | {x['rounds_used']} | {max(x['rank'].values())} | {b['delta_as_saved']:,} ({x['saved_as']}) "
+                   f"| {b['dense']:,} | {b['lora_exact']:,} ({x['lora_exact_rank']}) | {cut} |")
+    for n, x in r["runs"].items():
+        if "gguf_q4_1" not in x:
+            continue
+        out += ["", (f"N = {n} written as GGUF and read back (ES / PS / NS / Score, and facts that hold on the "
+                     "verification prompts):"), "", "| model | ES | PS | NS | Score | facts hold | file |",
+                "|---|---|---|---|---|---|---|"]
+        u = x["unedited"]
+        out.append(f"| unedited | {u['ES']:.1f} | {u['PS']:.1f} | {u['NS']:.1f} | {u['Score']:.1f} | | |")
+        for label, key in (("edited, float", "float"), ("GGUF, edited tensors requantised to Q4_1", "gguf_q4_1"),
+                           ("GGUF, edited tensors as F32", "gguf_f32")):
+            e = x[key]
+            size = f"{e['bytes']:,} bytes" if "bytes" in e else ""
+            out.append(f"| {label} | {e['ES']:.1f} | {e['PS']:.1f} | {e['NS']:.1f} | {e['Score']:.1f} "
+                       f"| {e['held']} of {n} | {size} |")
+    return out + ["", fmt_files([{**x, "_file": r["_file"]} for x in r["runs"].values()][:1]), ""]
+
+
 def speed_section() -> list[str]:
     """Phase times of the fast path against the in-project reference loop, and the issue's targets."""
     speed = sorted(load_results("speed/speed_n*.json"), key=lambda r: r["n"])
@@ -522,6 +571,8 @@ def page() -> str:
     out += ["## AlphaEdit's null space on SmolLM2", ""] + alphaedit_section()
     out += ["## The fine-tuning baselines on SmolLM2", ""] + ft_tuning_section()
     out += ["## Per-fact stopping, verification and re-edit rounds", ""] + stop_section()
+    out += ["## Against the paper's own code, in one run", ""] + peer_section()
+    out += ["## Shipping an edit: delta sizes, LoRA adapters, GGUF", ""] + export_section()
     tune = load_results("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
     if tune:
