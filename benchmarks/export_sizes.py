@@ -3,12 +3,14 @@
 For one batch of the first N counterfact-edit records with the default SmolLM2 preset: the size of
 the saved delta (factors where smaller, as saved) against the dense form, and of the PEFT LoRA
 adapter, exact and truncated to vLLM's rank limit with its error per layer. For the batches listed
-in ``--gguf``, the edited model is also written as GGUF (edited tensors requantised to Q4_1 as in
+in ``--truncate``, adapters cut to smaller ranks are scored as well (ES/PS/NS of the adapter
+merged into the base model): what truncation costs. For the batches in ``--gguf`` and for the
+demo facts, the edited model is also written as GGUF (edited tensors requantised to Q4_1 as in
 the input, and as F32), read back through the same GGUF loader, and its facts checked again
 beside the edited float model: what requantisation costs. Target vectors come from memit's
 target cache, so an N that an earlier run edited is not optimised again.
 
-    python benchmarks/export_sizes.py --n 1 100 1000 --gguf 100
+    python benchmarks/export_sizes.py --n 1 100 1000 --gguf 100 --truncate 100:64,16 1000:512
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from pathlib import Path
 
 import memit
 from memit.delta import Delta
+from memit.demo import demo_cases
 from memit.eval.metrics import counterfact_case_scores, counterfact_summary
 from memit.eval.run import machine
 from memit.files import write_json
 from memit.gguf_out import write_gguf
 from memit.hparams import preset_for
-from memit.lora import save_lora
+from memit.lora import load_lora, save_lora
 from memit.methods import run
 from memit.models.loading import cache_dir, smollm2_gguf
 from memit.verify import check
@@ -44,7 +47,7 @@ def rates(model, tok, cases) -> dict:
     return {k: s[k] for k in ("ES", "PS", "NS", "Score")}
 
 
-def one(model, tok, cases, gguf: bool, tmp: Path) -> dict:
+def one(model, tok, cases, gguf: bool, ranks: list[int], tmp: Path) -> dict:
     reqs = [c.request for c in cases]
     hp = preset_for("smollm2-135m")
     delta = run("memit", model, tok, reqs, hp, progress=True, checkpoint=cache_dir() / "targets")
@@ -63,10 +66,11 @@ def one(model, tok, cases, gguf: bool, tmp: Path) -> dict:
         cut = save_lora(delta, tmp / "lora512", rank=VLLM_MAX_RANK)
         out["bytes"]["lora_rank512"] = size(tmp / "lora512")
         out["lora_rank512_rel_error"] = {x["layer"]: x["rel_error"] for x in cut["layers"]}
+    if gguf or ranks:
+        out["float"] = rates(model, tok, cases) | {"held": sum(s["holds"] for s in check(model, tok, reqs, prefixes))}
     if gguf:
         from memit import weights
 
-        out["float"] = rates(model, tok, cases) | {"held": sum(s["holds"] for s in check(model, tok, reqs, prefixes))}
         changed = {n: weights.read(model, n) for n in delta.weights}
         for kind, keep in (("gguf_q4_1", True), ("gguf_f32", False)):
             file = tmp / f"{kind}.gguf"
@@ -78,6 +82,14 @@ def one(model, tok, cases, gguf: bool, tmp: Path) -> dict:
             del back
             file.unlink()
     delta.revert(model)
+    out["truncated"] = {}
+    for r in ranks:
+        info = save_lora(delta, tmp / f"lora{r}", rank=r)
+        cut = load_lora(tmp / f"lora{r}")
+        cut.apply(model)
+        out["truncated"][str(r)] = rates(model, tok, cases) | {
+            "rel_error": {x["layer"]: x["rel_error"] for x in info["layers"]}}
+        cut.revert(model)
     return out
 
 
@@ -85,22 +97,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[1, 100, 1000])
     ap.add_argument("--gguf", type=int, nargs="*", default=[100], help="the N whose edit is also written as GGUF")
+    ap.add_argument("--truncate", nargs="*", default=["100:64,16", "1000:512"], metavar="N:R1,R2",
+                    help="score the adapter of batch N truncated to these ranks")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "export" / "export.json")
     args = ap.parse_args()
     result = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
+    ranks = {int(n): [int(r) for r in rs.split(",")] for n, rs in (t.split(":") for t in args.truncate)}
     model, tok = memit.load_model("smollm2-135m")
-    unedited_gguf = None
-    for n in args.n:
+    for n in ["demo", *args.n]:
         if str(n) in result["runs"]:
             continue
-        cases = memit.load_cases(str(DATA), n=n)
+        cases = demo_cases() if n == "demo" else memit.load_cases(str(DATA), n=n)
+        gguf = n == "demo" or n in args.gguf
         with tempfile.TemporaryDirectory() as tmp:
-            result["runs"][str(n)] = one(model, tok, cases, n in args.gguf, Path(tmp)) | {"machine": machine()}
-        if n in args.gguf and unedited_gguf is None:
-            unedited_gguf = rates(model, tok, cases)
-            result["runs"][str(n)]["unedited"] = unedited_gguf
+            run_ = one(model, tok, cases, gguf, ranks.get(n, []), Path(tmp)) | {"machine": machine()}
+        if gguf or ranks.get(n):
+            run_["unedited"] = rates(model, tok, cases)
+        result["runs"][str(n)] = run_
         write_json(args.out, result)
-        print(n, json.dumps({k: v for k, v in result["runs"][str(n)].items() if k != "rank"}))
+        print(n, json.dumps({k: v for k, v in run_.items() if k != "rank"}))
 
 
 if __name__ == "__main__":

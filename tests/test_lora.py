@@ -11,7 +11,7 @@ from safetensors import safe_open
 import memit
 from helpers import ALL_TYPES, tiny_model
 from memit.cli import main
-from memit.delta import Delta, load_delta
+from memit.delta import Delta, DeltaError, load_delta
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.journal import Journal
@@ -161,3 +161,22 @@ def test_cli_exports_a_delta_and_a_journal(bpe, corpus_file, tmp_path, capsys):
     assert main(["export", "lora", "--delta", str(tmp_path / "d.safetensors"), "--rank", "0",
                  "--out", str(tmp_path / "x")]) == 2
     assert "--rank must be at least 1" in capsys.readouterr().err
+
+
+def test_bad_exports_get_one_line_and_write_nothing(bpe, corpus_file, tmp_path, capsys):
+    model = tiny_model("llama", bpe)
+    d = memit.edit(model, bpe, REQS, _hp(corpus_file), apply=False, progress=False)
+    d.save(tmp_path / "d.safetensors")
+    Journal(tmp_path / "empty")  # a journal folder with no steps
+    cases = [(["--delta", str(tmp_path / "d.safetensors"), "--rank", "999"], "larger than possible"),
+             (["--journal", str(tmp_path / "empty")], "no journal steps"),
+             (["--delta", str(tmp_path / "missing.safetensors")], "missing.safetensors")]
+    for extra, needle in cases:
+        assert main(["export", "lora", *extra, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    save_lora(d, tmp_path / "lora")
+    other = tiny_model("gpt2", bpe)
+    with pytest.raises(DeltaError, match="no parameter"):  # an adapter for another model
+        load_lora(tmp_path / "lora").apply(other)

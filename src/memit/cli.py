@@ -201,6 +201,13 @@ def cmd_edit(args) -> None:
     cases = memit.load_cases(args.requests, n=args.n, offset=args.offset)
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
+    if out and out.suffix == ".gguf":  # the file must hold every weight the edit will change
+        from memit.gguf_out import gguf_names
+        from memit.models.arch import get_arch
+
+        arch = get_arch(model)
+        layers = [hp.rome_layer()] if args.method in ("rome", "ft", "ft-w") else hp.layers
+        gguf_names(_gguf_source(args.model), [arch.mlp_out_name(layer) + ".weight" for layer in layers])
     journal, prior, stats = None, None, None
     if args.journal:  # edit the model as the journal left it, with its earlier keys
         journal = Journal(args.journal)
@@ -394,11 +401,15 @@ def cmd_export(args) -> None:
                 else [(out, summed(deltas))])
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for folder, delta in jobs:
-        info = save_lora(delta, tmp / folder.relative_to(out), rank=args.rank, base_model=args.base_model)
-        errs = ", ".join(f"{x['layer']}: {x['rel_error']:.2e}" for x in info["layers"])
-        print(f"{folder}: LoRA rank {info['r']} on layers {[x['layer'] for x in info['layers']]}"
-              + (f"; relative error per layer {errs}" if args.rank is not None else " (exact)"))
+    try:
+        for folder, delta in jobs:
+            info = save_lora(delta, tmp / folder.relative_to(out), rank=args.rank, base_model=args.base_model)
+            errs = ", ".join(f"{x['layer']}: {x['rel_error']:.2e}" for x in info["layers"])
+            print(f"{folder}: LoRA rank {info['r']} on layers {[x['layer'] for x in info['layers']]}"
+                  + (f"; relative error per layer {errs}" if args.rank is not None else " (exact)"))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

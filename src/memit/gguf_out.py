@@ -29,6 +29,31 @@ def _arch_enum(gguf, name: str):
     raise GgufOutError(f"the gguf package does not know the architecture {name!r}")
 
 
+def gguf_names(source: str | Path, params: list[str]) -> dict[str, str]:
+    """GGUF tensor name of each parameter; refuses a file that does not hold them all, so that an
+    edit can be refused before it runs, not after."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    return _names(gguf, reader, source, params)
+
+
+def _names(gguf, reader, source, params: list[str]) -> dict[str, str]:
+    arch = reader.fields["general.architecture"].contents()
+    n_blocks = int(reader.fields[f"{arch}.block_count"].contents())
+    table = gguf.get_tensor_name_map(_arch_enum(gguf, arch), n_blocks)
+    out = {}
+    for param in params:
+        g = table.get_name(param, try_suffixes=(".weight", ".bias"))
+        if g is None:
+            raise GgufOutError(f"{param}: no GGUF name for it in the {arch} table")
+        out[param] = g
+    have = {t.name for t in reader.tensors}
+    if missing := sorted(set(out.values()) - have):
+        raise GgufOutError(f"{source} has no tensor {', '.join(missing)}")
+    return out
+
+
 def write_gguf(source: str | Path, dest: str | Path, changed: dict[str, torch.Tensor], *,
                keep_type: bool = True) -> list[dict]:
     """Copy ``source`` to ``dest`` with the weights in ``changed`` (parameter name → new weight)
@@ -39,17 +64,7 @@ def write_gguf(source: str | Path, dest: str | Path, changed: dict[str, torch.Te
 
     reader = gguf.GGUFReader(str(source))
     arch = reader.fields["general.architecture"].contents()
-    n_blocks = int(reader.fields[f"{arch}.block_count"].contents())
-    names = gguf.get_tensor_name_map(_arch_enum(gguf, arch), n_blocks)
-    wanted = {}
-    for param, w in changed.items():
-        g = names.get_name(param, try_suffixes=(".weight", ".bias"))
-        if g is None:
-            raise GgufOutError(f"{param}: no GGUF name for it in the {arch} table")
-        wanted[g] = (param, w)
-    have = {t.name for t in reader.tensors}
-    if missing := sorted(set(wanted) - have):
-        raise GgufOutError(f"{source} has no tensor {', '.join(missing)}")
+    wanted = {g: (param, changed[param]) for param, g in _names(gguf, reader, source, list(changed)).items()}
 
     dest = Path(dest)
     partial = dest.with_name(dest.name + ".partial")

@@ -72,6 +72,10 @@ def save_lora(delta: Delta, out: str | Path, *, rank: int | None = None, base_mo
     layers, cut = {}, {}
     for name, f in factors.items():
         blocks, layer, module = _split(name)
+        most = min(f.left.shape[0], f.right.shape[1])
+        if rank is not None and rank > most:
+            raise LoraError(f"--rank {rank} is larger than possible: {name} is {f.left.shape[0]}×{f.right.shape[1]}, "
+                            f"so its change has rank at most {most}")
         err = 0.0
         if rank is not None and f.rank > rank:
             f, err = f.truncated(rank)
