@@ -21,6 +21,7 @@ import sweep
 
 from memit.eval.plots import pyplot, save
 from memit.hparams import preset_for
+from memit.models.loading import cache_dir
 
 FIVE = preset_for("smollm2-135m-paper").prefixes  # the sweep's configurations name their prefixes explicitly
 CONFIGS: sweep.Configs = {
@@ -38,6 +39,11 @@ CONFIGS: sweep.Configs = {
     "margin3_rounds3_2prefixes": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2]}),
     "margin2_rounds3_lr1": ("memit", {"stop": "margin", "stop_margin": 2.0, "rounds": 3, "v_lr": 1.0,
                                       "prefixes": FIVE}),
+    # the damage levers at scale, on the default: a heavier preservation term, a larger ridge term
+    **{f"margin3_rounds3_2prefixes_lam{lam:g}": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
+                                                          "prefixes": FIVE[:2], "lam_per_dff": lam}) for lam in (2.0, 4.0)},
+    "margin3_rounds3_2prefixes_ridge1": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
+                                                   "prefixes": FIVE[:2], "ridge": 1.0}),
 }
 KEYS = ("ES", "PS", "NS", "Score")
 
@@ -88,4 +94,6 @@ def table(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    sweep.main(__doc__, CONFIGS, plot, table, "benchmarks/results/stop_tuning", retention=True)
+    # round-one target vectors do not depend on λ or the ridge term: configurations share them
+    sweep.main(__doc__, CONFIGS, plot, table, "benchmarks/results/stop_tuning", retention=True,
+               checkpoint=cache_dir() / "targets")
