@@ -126,9 +126,15 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     point = json.loads((root / "res" / "counterfact_memit_n2.json").read_text())
     assert point["hparams"]["preservation"] == "identity" and point["retention"]["facts"] == 1
     assert point["unedited"]["perplexity"] != point["edited"]["perplexity"]  # both measured, the edit changed it
+    gen = point["edited"]["generated"]  # generated answers by default, beside the teacher-forced scores
+    assert 0 <= gen["gen_ES"] <= 100 and gen["forms"]["chat"] is None  # this tokenizer has no chat template
+    assert len(point["generated_per_case"]["edited"]["plain"]) == 2
+    out = capsys.readouterr().out
+    assert "generated (plain, answer starts with the target): ES" in out and "no chat template" in out
     ref = root / "res" / "counterfact_memit_n2.json"
-    assert main([*base, "--n", "2", "--match-norm", str(ref), "--out", str(root / "ridge")]) == 0
+    assert main([*base, "--n", "2", "--match-norm", str(ref), "--out", str(root / "ridge"), "--generate", "none"]) == 0
     ridge = json.loads((root / "ridge" / "counterfact_memit_n2.json").read_text())
+    assert "generated" not in ridge["edited"] and "generated_per_case" not in ridge
     assert ridge["hparams"]["match_rel_norms"] == [x["delta_rel_norm"] for x in point["layers_info"]]
     assert all("lambda" in x for x in ridge["layers_info"])
     assert main([*base, "--n", "2", "--match-norm", str(root / "cf.json"), "--out", str(root / "bad")]) == 2
@@ -139,6 +145,7 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     assert main(seq_args) == 0
     seq = json.loads((root / "res" / "counterfact_alphaedit_n2_seq1.json").read_text())
     assert [p["edits"] for p in seq["points"]] == [0, 1, 2]
+    assert ["generated" in p for p in seq["points"]] == [True, False, True]  # the endpoints
     assert [p["retention"]["facts"] for p in seq["points"]] == [1, 1, 1]
     assert (root / "res" / "counterfact_sequential.png").is_file()
     assert "2 of 2 batches of 1 done" in capsys.readouterr().out

@@ -476,22 +476,41 @@ def cmd_eval(args) -> None:
             r = run_sequence(model, tokenizer, chosen, args.dataset, args.method, hp, args.batch_size, file,
                              ppl_corpus=args.perplexity, ppl_tokens=args.perplexity_tokens, progress=not args.quiet,
                              extra={"data": str(args.data), "sample": args.sample}, known_facts=known,
-                             max_batches=args.max_batches)
+                             max_batches=args.max_batches, generate=GENERATE_FORMS[args.generate])
             print(f"{len(r['points']) - 1} of {-(-n // args.batch_size)} batches of {args.batch_size} done → {file}")
             sequence_plot(out, args.dataset)
             continue
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
                       seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample},
                       method=args.method, known_facts=known, ppl_corpus=args.perplexity,
-                      ppl_tokens=args.perplexity_tokens, delta=given)
+                      ppl_tokens=args.perplexity_tokens, delta=given, generate=GENERATE_FORMS[args.generate])
         keys = [k for k in r["edited"] if not k.endswith("_ci95") and isinstance(r["edited"][k], float)]
         print(f"N = {n}: " + "  ".join(f"{k} {r['unedited'][k]:.1f}→{r['edited'][k]:.1f}" for k in keys)
               + f"   edit {r['edit_wall_s']:.0f} s  → {file}")
+        _print_generated(r)
         v = r.get("verification")
         if v:
             print(f"  {v['held']:,} of {n:,} facts hold after {v['rounds_used']} round(s); "
                   f"mean {r['targets']['mean_steps']:.1f} steps per fact")
         scaling_plot(out, args.dataset, args.method)
+
+
+GENERATE_FORMS = {"both": ("plain", "chat"), "plain": ("plain",), "chat": ("chat",), "none": ()}
+
+
+def _print_generated(r: dict) -> None:
+    """The generated-answer headline beside the teacher-forced line above it."""
+    pre, post = r["unedited"].get("generated"), r["edited"].get("generated")
+    if not post:
+        return
+    for form, prefix, how in (("plain", "gen", "answer starts with"), ("chat", "chat", "answer contains")):
+        if form not in post["forms"]:
+            continue
+        if post["forms"][form] is None:
+            print(f"  generated ({form}): skipped, the tokenizer has no chat template")
+            continue
+        vals = "  ".join(f"{k} {pre[f'{prefix}_{k}']:.1f}→{post[f'{prefix}_{k}']:.1f}" for k in ("ES", "PS", "NS"))
+        print(f"  generated ({form}, {how} the target): {vals}")
 
 
 def cmd_trace(args) -> None:
@@ -598,6 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="memit", choices=METHOD_CHOICES)
     p.add_argument("--out", required=True, help="results directory (JSON per point, PNG of the curve)")
     p.add_argument("--no-fluency", action="store_true", help="skip the generation-entropy metric")
+    p.add_argument("--generate", choices=list(GENERATE_FORMS), default="both",
+                   help="also score greedy answers as text, plain and/or as a chat turn (CounterFact; chat needs "
+                        "a chat template); 'none' keeps only the teacher-forced scores")
     p.add_argument("--batch-size", type=int,
                    help="edit the N records in consecutive batches of this size, scoring all edits so far after each")
     p.add_argument("--max-batches", type=int, metavar="K",

@@ -29,10 +29,11 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompts: list[str], max_new_tokens: int = 100, top_k: int = 5, seed: int = 0,
-           batch_size: int = 64) -> list[str]:
+def sample(model, tokenizer, prompts: list[str] | list[list[int]], max_new_tokens: int = 100, top_k: int = 5,
+           seed: int = 0, batch_size: int = 64, desc: str | None = None) -> list[str]:
     """Top-k samples (seeded), a batch of left-padded prompts at a time, each continued with the key/
     value cache and logits only at the last position; a text ends at its first end-of-sequence token.
+    A prompt is text, or token ids already encoded (a chat template's).
 
     A plain loop rather than ``model.generate``, whose per-step bookkeeping is a large part of the
     cost for a small model on a CPU. With top_k = 1 it is greedy decoding of each prompt (tested).
@@ -42,9 +43,9 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int = 100, top_
     gen = torch.Generator().manual_seed(seed)
     eos = tokenizer.eos_token_id
     out = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc=f"generating {len(prompts)} texts", leave=False,
+    for i in tqdm(range(0, len(prompts), batch_size), desc=desc or f"generating {len(prompts)} texts", leave=False,
                   disable=len(prompts) <= batch_size):
-        enc = [tokenizer(p)["input_ids"] for p in prompts[i: i + batch_size]]
+        enc = [p if isinstance(p, list) else tokenizer(p)["input_ids"] for p in prompts[i: i + batch_size]]
         batch = pad(enc, tokenizer.pad_token_id or 0, side="left").to(device)
         mask, pos = batch.attention_mask, batch.position_ids[:, -1:]
         o = model.base_model(**batch.model_inputs(), use_cache=True)

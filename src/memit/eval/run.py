@@ -21,8 +21,10 @@ import torch
 
 from memit.delta import Delta
 from memit.eval import fluency as fluency_module
+from memit.eval import generated as generated_module
 from memit.eval import metrics as metrics_module
 from memit.eval.fluency import ngram_entropy, sample
+from memit.eval.generated import counterfact_generated, generated_summary
 from memit.eval.metrics import (
     counterfact_case_scores,
     counterfact_strata,
@@ -72,34 +74,43 @@ def select(cases: list[Case], n: int, offset: int = 0, sample_mode: str = "first
     return cases[offset: offset + n]
 
 
-def score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed: int = 0) -> dict:
+def score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed: int = 0,
+          generate: tuple[str, ...] = ()) -> dict:
+    """Teacher-forced scores, plus those of generated answers in each form of ``generate``
+    (``plain``, ``chat``; eval/generated.py) for CounterFact."""
     if dataset == "zsre":
         per = zsre_case_scores(model, tokenizer, cases)
         return {"summary": zsre_summary(per), "cases": per}
     per = counterfact_case_scores(model, tokenizer, cases)
     summary = counterfact_summary(per)
+    generated = None
+    if generate:
+        generated = counterfact_generated(model, tokenizer, cases, generate)
+        summary["generated"] = generated_summary(generated)
     if fluency:
         prompts = [p for c in cases for p in (c.generation_prompts or c.paraphrase_prompts[:1] or (c.request.text,))]
         texts = sample(model, tokenizer, prompts, seed=seed)
         summary["GE"] = 100 * sum(ngram_entropy(t) for t in texts) / len(texts)
         summary["GE_prompts"] = "generation_prompts" if cases[0].generation_prompts else "rephrase prompt"
-    return {"summary": summary, "cases": per}
+    return {"summary": summary, "cases": per, **({"generated": generated} if generated else {})}
 
 
-def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed: int = 0) -> dict:
+def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed: int = 0,
+                   generate: tuple[str, ...] = ()) -> dict:
     """``score`` of a model that no edit has touched, cached on disk: every N, band, λ and method run
     on the same records shares one baseline pass (at N = 1000 that pass takes half an hour here).
     The key holds the weights, the records, the settings and the source of the scoring code, so
     a change to any of them computes it afresh."""
-    source = b"".join(Path(m.__file__).read_bytes() for m in (metrics_module, fluency_module))
+    modules = (metrics_module, fluency_module) + ((generated_module,) if generate else ())
+    source = b"".join(Path(m.__file__).read_bytes() for m in modules)
     key = json.dumps([model_fingerprint(model), dataset, fluency, seed, hashlib.sha256(source).hexdigest(),
-                      [dataclasses.asdict(c) for c in cases]], default=str)
+                      [dataclasses.asdict(c) for c in cases]] + ([list(generate)] if generate else []), default=str)
     file = cache_dir() / "scores" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
     try:
         return json.loads(file.read_text())
     except (OSError, ValueError):
         pass
-    result = score(model, tokenizer, cases, dataset, fluency, seed)
+    result = score(model, tokenizer, cases, dataset, fluency, seed, generate)
     write_json(file, result)
     return result
 
@@ -107,7 +118,7 @@ def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: b
 def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperParams, out_file: Path, *,
               fluency: bool = True, seed: int = 0, progress: bool = True, extra: dict | None = None,
               method: str = "memit", known_facts: list[dict] | None = None, ppl_corpus: str | None = None,
-              ppl_tokens: int = 20_000, delta: Delta | None = None) -> dict:
+              ppl_tokens: int = 20_000, delta: Delta | None = None, generate: tuple[str, ...] = ()) -> dict:
     """Score unedited, edit all ``cases`` in one batch, score again, restore; write ``out_file``.
 
     With ``delta`` (a saved delta, or a LoRA adapter read by lora.py), that change is scored
@@ -119,7 +130,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     """
     where = machine()  # now: the commit that runs, not the one checked out when a long run ends
     t0 = time.perf_counter()
-    pre = unedited_score(model, tokenizer, cases, dataset, fluency, seed)
+    pre = unedited_score(model, tokenizer, cases, dataset, fluency, seed, generate)
     edited_subjects = {c.request.subject for c in cases}
     known = [f for f in known_facts or [] if f["subject"] not in edited_subjects]
     known_pre = known_fact_hits(model, tokenizer, known) if known else None
@@ -136,7 +147,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
     t_edit = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
-        post = score(model, tokenizer, cases, dataset, fluency, seed)
+        post = score(model, tokenizer, cases, dataset, fluency, seed, generate)
         known_post = known_fact_hits(model, tokenizer, known) if known else None
         if ppl_corpus:
             post["summary"]["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
@@ -152,6 +163,8 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         **({"retention": retention_summary(known_pre, known_post)} if known else {}),
         **({"strata": counterfact_strata(pre["cases"], post["cases"])} if dataset == "counterfact" else {}),
         "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
+        **({"generated_per_case": {"unedited": pre.get("generated"), "edited": post.get("generated")}}
+           if generate and dataset == "counterfact" else {}),
     }
     write_json(out_file, result)
     return result

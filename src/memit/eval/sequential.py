@@ -43,25 +43,27 @@ def journaled_runs(folders: list[str | Path]) -> Iterator[tuple[Journal, dict, i
             yield Journal(jdir), run, len(run["points"]) - 1
 
 
-def _scores(model, tokenizer, cases: list[Case], dataset: str, edits: int) -> dict:
+def _scores(model, tokenizer, cases: list[Case], dataset: str, edits: int, generate: tuple[str, ...] = ()) -> dict:
     """Scores of all ``cases``; those of the unedited model come from the shared baseline cache,
-    so the methods compared on the same records score it once (5 minutes at N = 2000 here)."""
+    so the methods compared on the same records score it once."""
     from memit.eval.run import score, unedited_score
 
     scorer = unedited_score if edits == 0 else score
-    return scorer(model, tokenizer, cases, dataset, fluency=False)["summary"]
+    return scorer(model, tokenizer, cases, dataset, fluency=False, generate=generate)["summary"]
 
 
 def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str, hp: MemitHyperParams,
                  batch_size: int, out_file: Path, *, ppl_corpus: str | None = None, ppl_tokens: int = 20_000,
                  progress: bool = True, extra: dict | None = None, known_facts: list[dict] | None = None,
-                 max_batches: int | None = None) -> dict:
+                 max_batches: int | None = None, generate: tuple[str, ...] = ()) -> dict:
     """Edit ``cases`` in consecutive batches with ``method``; the model is restored at the end.
 
     With ``known_facts`` (records of ``known_1000.json``), every point also says how many of those
     the unedited model knew it still knows. Facts about any subject the run edits are left out, so
     every point is scored on the same facts. ``max_batches`` stops after that many newly edited
-    batches; a later call goes on from there.
+    batches; a later call goes on from there. ``generate`` adds the generated-answer scores
+    (eval/generated.py) to the unedited point and the last one: the endpoints, since answering every
+    prompt of every edit so far after each batch would cost more than the edits.
     """
     from memit.eval.run import machine
 
@@ -78,7 +80,7 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     subjects = {c.request.subject for c in cases}
     known = [f for f in known_facts or [] if f["subject"] not in subjects]
     if not result["points"]:  # the unedited model, on every record of the run
-        result["points"].append(_point(model, tokenizer, cases, 0, dataset, ppl_corpus, ppl_tokens))
+        result["points"].append(_point(model, tokenizer, cases, 0, dataset, ppl_corpus, ppl_tokens, generate))
         if known:
             result["known_unedited"] = known_fact_hits(model, tokenizer, known)
             result["points"][0]["retention"] = retention_summary(result["known_unedited"], result["known_unedited"])
@@ -96,7 +98,7 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     applied = journal.replay(model)
     try:
         _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
-                 applied, ppl_corpus, ppl_tokens, progress, known, max_batches, stats)
+                 applied, ppl_corpus, ppl_tokens, progress, known, max_batches, stats, generate)
     finally:
         for delta in reversed(applied):  # bit-exact, last edit first
             delta.revert(model)
@@ -104,20 +106,20 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
 
 
 def _point(model, tokenizer, cases: list[Case], edits: int, dataset: str, ppl_corpus: str | None,
-           ppl_tokens: int) -> dict:
+           ppl_tokens: int, generate: tuple[str, ...] = ()) -> dict:
     """Scores on ``cases`` (and perplexity) of the model as it is after ``edits`` edits."""
-    point = {"edits": edits, **_scores(model, tokenizer, cases, dataset, edits)}
+    point = {"edits": edits, **_scores(model, tokenizer, cases, dataset, edits, generate)}
     if ppl_corpus:
         point["perplexity"] = perplexity(model, tokenizer, ppl_corpus, ppl_tokens)
     return point
 
 
 def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result, applied,
-             ppl_corpus, ppl_tokens, progress, known, max_batches, stats) -> None:
+             ppl_corpus, ppl_tokens, progress, known, max_batches, stats, generate) -> None:
     """Batch b is edited unless the journal already holds it, then scored unless the result file
     already has its point (a crash between the two leaves an edited but unscored batch)."""
-    edited = 0
-    for b in range(-(-len(cases) // batch_size)):
+    edited, last = 0, -(-len(cases) // batch_size) - 1
+    for b in range(last + 1):
         edit_s = None
         if b >= len(journal.steps):
             if max_batches is not None and edited >= max_batches:
@@ -132,7 +134,8 @@ def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file,
             edit_s = time.perf_counter() - t
         if len(result["points"]) <= b + 1:
             so_far = cases[: (b + 1) * batch_size]
-            point = _point(model, tokenizer, so_far, len(so_far), dataset, ppl_corpus, ppl_tokens)
+            point = _point(model, tokenizer, so_far, len(so_far), dataset, ppl_corpus, ppl_tokens,
+                           generate if b == last else ())
             point["edit_s"] = edit_s
             if known:
                 point["retention"] = retention_summary(result["known_unedited"], known_fact_hits(model, tokenizer, known))
