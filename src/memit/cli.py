@@ -495,6 +495,31 @@ def cmd_eval(args) -> None:
         scaling_plot(out, args.dataset, args.method)
 
 
+def cmd_mquake(args) -> None:
+    from memit.eval.mquake import load_mquake, run_mquake
+
+    cases = load_mquake(args.data, args.n)
+    if args.n and len(cases) < args.n:
+        raise CliError(f"--n {args.n}: {args.data} has only {len(cases)} cases")
+    model, tokenizer = _load(args)
+    hp = _hparams(args, model)
+    for mode in (["per-case", "all"] if args.mode == "both" else [args.mode]):
+        file = Path(args.out) / f"mquake_{args.method}_n{len(cases)}_{mode}.json"
+        if file.exists() and args.force:
+            file.unlink()
+        r = run_mquake(model, tokenizer, cases, hp, args.method, mode, file, progress=not args.quiet,
+                       extra={"data": str(args.data)})
+        pre, post = r["unedited"], r["edited"]
+        line = [f"single hop (teacher forced) {pre['single_hop_tf']['rate']:.1f}→{post['single_hop_tf']['rate']:.1f}"]
+        for form in ("plain", "chat"):
+            if form in post:
+                a, b = pre[form], post[form]
+                line.append(f"{form}: single hop {a['single_hop']['rate']:.1f}→{b['single_hop']['rate']:.1f}, "
+                            f"multi-hop new {a['multi_hop_new_any']['rate']:.1f}→{b['multi_hop_new_any']['rate']:.1f}, "
+                            f"old {a['multi_hop_old_any']['rate']:.1f}→{b['multi_hop_old_any']['rate']:.1f}")
+        print(f"MQuAKE {mode}, {len(cases)} cases: " + "; ".join(line) + f"  → {file}")
+
+
 GENERATE_FORMS = {"both": ("plain", "chat"), "plain": ("plain",), "chat": ("chat",), "none": ()}
 
 
@@ -635,6 +660,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute points whose file exists")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("mquake", help="multi-hop questions after editing MQuAKE cases (generated answers)")
+    _model_args(p), _hparam_args(p)
+    p.add_argument("--data", required=True, help="MQuAKE-CF records (e.g. MQuAKE-hard.json)")
+    p.add_argument("--n", type=int, help="the first N cases (default: all)")
+    p.add_argument("--mode", choices=["per-case", "all", "both"], default="both",
+                   help="one edit per case (restored in between), one edit of all the cases' facts, or both")
+    p.add_argument("--method", default="memit", choices=METHOD_CHOICES)
+    p.add_argument("--out", required=True, help="results directory (one JSON per mode; a rerun resumes)")
+    p.add_argument("--force", action="store_true", help="start the result files afresh")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_mquake)
 
     p = sub.add_parser("trace", help="causal tracing over known facts: heatmaps and a suggested layer band")
     _model_args(p)

@@ -75,25 +75,25 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def prompt_ids(tokenizer, prompt: str, form: str) -> list[int]:
-    """Token ids of ``prompt`` as plain text, or as one user turn of the chat template followed by
-    the start of the assistant's turn."""
+def prompt_ids(tokenizer, prompt: str, form: str, turn: str = CHAT_TURN) -> list[int]:
+    """Token ids of ``prompt`` as plain text, or as one user turn (``turn`` around it) of the chat
+    template followed by the start of the assistant's turn."""
     if form == "plain":
         return tokenizer(prompt)["input_ids"]
     if form != "chat":
         raise ValueError(f"form must be one of {', '.join(FORMS)}, not {form!r}")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": CHAT_TURN.format(prompt=prompt)}],
+    text = tokenizer.apply_chat_template([{"role": "user", "content": turn.format(prompt=prompt)}],
                                          add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def answers(model, tokenizer, prompts: list[str], form: str = "plain", max_new_tokens: int | None = None,
-            batch_size: int = 64) -> list[str]:
+            batch_size: int = 64, turn: str = CHAT_TURN) -> list[str]:
     """The greedy answer to each prompt, cut by ``first_answer``. Each distinct prompt is generated
     once (CounterFact's neighbourhood prompts repeat across cases), shortest first so that a
     batch holds little padding."""
     unique = list(dict.fromkeys(prompts))
-    ids = {p: prompt_ids(tokenizer, p, form) for p in unique}
+    ids = {p: prompt_ids(tokenizer, p, form, turn) for p in unique}
     order = sorted(unique, key=lambda p: len(ids[p]))
     texts = sample(model, tokenizer, [ids[p] for p in order], max_new_tokens=max_new_tokens or BUDGET[form],
                    top_k=1, batch_size=batch_size, desc=f"answering {len(order)} prompts ({form})")
