@@ -509,7 +509,85 @@ def export_section() -> list[str]:
             size = f"{e['bytes']:,} bytes" if "bytes" in e else ""
             out.append(f"| {label} | {e['ES']:.1f} | {e['PS']:.1f} | {e['NS']:.1f} | {e['Score']:.1f} "
                        f"| {e['held']} of {n} | {size} |")
-    return out + ["", fmt_files([{**x, "_file": r["_file"]} for x in r["runs"].values()][:1]), ""]
+    out += ["", fmt_files([{**x, "_file": r["_file"]} for x in r["runs"].values()][:1]), ""]
+    return out + llama_cpp_lines()
+
+
+def llama_cpp_lines() -> list[str]:
+    """The edited GGUF asked the same questions in llama.cpp's runtime and in transformers' loader."""
+    runs = load_results("export/llama_cpp.json")
+    if not runs:
+        return []
+    r = runs[0]
+    out = [(f"The same files in llama.cpp's own runtime (`python benchmarks/llama_cpp_check.py --n 100`, "
+            f"llama-cpp-python {r['llama_cpp_python']}) and in transformers' GGUF loader, on each fact's rewrite "
+            "prompt: target_new more likely than target_true (teacher forced), and the greedy answer starting with "
+            "target_new."), "",
+           ("| facts | file | new > true: llama.cpp | transformers | answer starts with new: llama.cpp | transformers "
+            "| same greedy answer | same preference | max NLL difference |"), "|---|---|---|---|---|---|---|---|---|"]
+    for name, x in r["sets"].items():
+        for kind, label in (("unedited", "unedited"), ("edited_q4_1", "edited, Q4_1"), ("edited_f32", "edited, F32")):
+            c = x[kind]
+            out.append(f"| {name} ({c['facts']}) | {label} | {c['llama_cpp']['new_beats_true']} "
+                       f"| {c['transformers']['new_beats_true']} | {c['llama_cpp']['answer_starts_with_new']} "
+                       f"| {c['transformers']['answer_starts_with_new']} | {c['same_greedy_answer']} "
+                       f"| {c['same_preference']} | {c['max_nll_difference']:.2f} |")
+    return out + ["", fmt_files([r]), ""]
+
+
+def generated_section() -> list[str]:
+    """Generated answers beside the teacher-forced scores, and what MQuAKE's multi-hop questions show."""
+    runs = sorted(load_results("generated/counterfact_*_n*.json"), key=lambda r: (r["n"], r["method"]))
+    out = []
+    if not runs:
+        out += ["*Not measured yet.*", ""]
+    else:
+        out += [("Command: `memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/counterfact-edit.json "
+                 "--n N --method M --out benchmarks/results/generated` (`--generate both`, the default). Greedy answers, "
+                 "cut at the first line or sentence; *plain*: the answer starts with the target "
+                 "(neighbourhood: still starts with the true answer); *chat*: the prompt as a user turn of the chat "
+                 "template (\"Complete the sentence: …\"), the answer contains the target. Rules: "
+                 "`src/memit/eval/generated.py`."), "",
+                "| N | method | | ES | PS | NS | gen ES | gen PS | gen NS | chat ES | chat PS | chat NS |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        gaps = []
+        for r in runs:
+            for label, e in (("unedited", r["unedited"]), ("edited", r["edited"])):
+                g = e["generated"]
+                cells = [fmt_ci(e, k) for k in ("ES", "PS", "NS")]
+                cells += [f"{g[k]:.1f}" if g.get(k) is not None else "–"
+                          for k in ("gen_ES", "gen_PS", "gen_NS", "chat_ES", "chat_PS", "chat_NS")]
+                out.append(f"| {r['n']} | {r['method']} | {label} | " + " | ".join(cells) + " |")
+            g = r["edited"]["generated"]
+            gaps.append((r, r["edited"]["ES"] - g["gen_ES"], r["edited"]["PS"] - g["gen_PS"]))
+        out += ["", "How far the generated figures sit from the teacher-forced ones, edited: "
+                + "; ".join(f"{r['method']} at N = {r['n']}: ES {es:+.1f} and PS {ps:+.1f} points "
+                            f"(teacher forced minus generated, plain)" for r, es, ps in gaps) + ".", "",
+                fmt_files(runs), ""]
+    mq = sorted(load_results("mquake/mquake_*.json"), key=lambda r: r["_file"])
+    if mq:
+        out += ["### Multi-hop questions (MQuAKE)", "",
+                (f"Command: `memit mquake --data ../shared/data/mquake/MQuAKE-hard.json --n {mq[0]['n']} "
+                 "--out benchmarks/results/mquake`. MQuAKE-hard holds 429 four-hop cases of MQuAKE-CF, each with four "
+                 "edits and three questions (SOURCES.md §4; how the subset was chosen is not documented, so these "
+                 "figures describe that subset, not MQuAKE). A case is answered *new* (or *old*) when any of its three "
+                 "questions is; single hop: the edited facts' own cloze prompts. Plain: exact at the start of the "
+                 "answer; chat: contains."), "",
+                ("| protocol | | single hop, teacher forced | single hop, plain | multi-hop new, plain | multi-hop old, plain "
+                 "| single hop, chat | multi-hop new, chat | multi-hop old, chat |"), "|---|---|---|---|---|---|---|---|---|"]
+        for r in mq:
+            for label in ("unedited", "edited"):
+                e = r[label]
+
+                def cell(form, key, e=e):
+                    x = (e.get(form) or {}).get(key)
+                    return f"{x['rate']:.1f}" if x else "–"
+                out.append(f"| {r['mode']} ({r['n']} cases) | {label} | {e['single_hop_tf']['rate']:.1f} | "
+                           + " | ".join(cell(f, k) for f in ("plain", "chat")
+                                        for k in ("single_hop", "multi_hop_new_any", "multi_hop_old_any"))
+                           + " |")
+        out += ["", fmt_files(mq), ""]
+    return out
 
 
 def speed_section() -> list[str]:
@@ -605,6 +683,7 @@ def page() -> str:
     out += ["## Per-fact stopping, verification and re-edit rounds", ""] + stop_section()
     out += ["## Against the paper's own code, in one run", ""] + peer_section()
     out += ["## Shipping an edit: delta sizes, LoRA adapters, GGUF", ""] + export_section()
+    out += ["## Generated answers, chat prompts and multi-hop questions", ""] + generated_section()
     tune = load_results("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
     if tune:
