@@ -69,11 +69,12 @@ def test_stored_requests_resume_and_are_shared(bpe, tmp_path, monkeypatch):
     calls.clear()
     resumed = compute_targets(*args, progress=False, store=tmp_path, keys=keys)
     assert len(calls) == 2  # the request finished before the interruption was not redone
+    assert resumed.cached == 1 and whole.cached == 0  # and the result says so
     torch.testing.assert_close(resumed.z, whole.z)
     assert resumed.steps == whole.steps and resumed.converged == whole.converged
     calls.clear()
     again = compute_targets(*args, progress=False, store=tmp_path, keys=keys)
-    assert not calls and torch.equal(again.z, resumed.z)  # all stored: nothing optimised
+    assert not calls and torch.equal(again.z, resumed.z) and again.cached == 3  # all stored: nothing optimised
     # a run with one request in common computes only the new ones, in the caller's order
     new = memit.EditRequest("{} was born in", "Marie Curie", "Warsaw")
     mixed = compute_targets(model, bpe, get_arch(model), [new, REQS[1]], 2, PREFIXES, hp, progress=False,

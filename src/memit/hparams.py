@@ -37,6 +37,7 @@ class MemitHyperParams:
     rounds: int = 1
     # A ridge term λ_I·I added to λC₀ + KKᵀ, which bounds ‖ΔW‖: λ_I = ridge · λ · tr(C₀)/d_ff,
     # relative to C₀'s mean eigenvalue so that it carries over between models (ENCORE's norm term).
+    # MEMIT's own closed form only (memit, memit-seq); the other methods' solvers leave C₀ as it is.
     ridge: float = 0.0
     # Context prefixes put before each prompt; None generates them from the model with ``seed``.
     prefixes: list[str] | None = None
@@ -144,11 +145,11 @@ PRESETS: dict[str, MemitHyperParams] = {
 # SmolLM2 as above with the paper's stopping rule and no re-edit rounds: the preset before
 # per-fact stopping, kept so that earlier results can be reproduced (``--preset smollm2-135m-paper``).
 PRESETS["smollm2-135m-paper"] = MemitHyperParams.from_dict(PRESETS["smollm2-135m"].to_dict())
-# The default stops each fact at a 3-nat margin, re-edits what does not hold (up to 3 rounds) and
-# uses the first two prefixes only (three prompt rows per fact instead of six): chosen on
-# counterfact-train by benchmarks/tune_stop.py (docs/presets.md).
+# The default stops each fact at a 3-nat margin, re-edits what does not hold (up to 3 rounds), uses
+# the first two prefixes only (three prompt rows per fact instead of six) and bounds ΔW with a ridge
+# term of 1.0: chosen on counterfact-train by benchmarks/tune_stop.py (docs/presets.md).
 PRESETS["smollm2-135m"] = replace(PRESETS["smollm2-135m"], stop="margin", stop_margin=3.0, rounds=3,
-                                  prefixes=PRESETS["smollm2-135m"].prefixes[:2])
+                                  prefixes=PRESETS["smollm2-135m"].prefixes[:2], ridge=1.0)
 
 # Which preset a model gets by default, keyed by (model_type, number of blocks).
 DEFAULT_PRESET = {("gptj", 28): "gpt-j", ("gpt2", 48): "gpt2-xl", ("llama", 30): "smollm2-135m"}

@@ -51,6 +51,7 @@ class Targets:
     # the smallest over its target tokens and prompt rows; negative: some token is not top-1).
     stop: list[str] = field(default_factory=list)
     margin: list[float] = field(default_factory=list)
+    cached: int = 0  # how many were read from the checkpoint, not optimised here (their time is not in this edit)
 
 
 @torch.no_grad()
@@ -217,7 +218,7 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
                          {"key": keys[i]} | {k: v[i] for k, v in rec.items()})
     bar.close()
     return Targets(z, h, rec["loss"], rec["nll"], rec["steps"], rec["clamped"],
-                   [x < hp.v_loss_threshold for x in rec["loss"]], rec["stop"], rec["margin"])
+                   [x < hp.v_loss_threshold for x in rec["loss"]], rec["stop"], rec["margin"], n - len(todo))
 
 
 def _load(store: str | Path, key: str) -> tuple | None:

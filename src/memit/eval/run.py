@@ -182,6 +182,7 @@ def _edit_fields(delta: Delta) -> dict:
                     "mean_steps": sum(r.get("steps_total", r["steps"]) for r in reqs) / len(reqs),
                     "stopped_by": {k: sum(r.get("stop") == k for r in reqs) for k in STOP_REASONS}},
         "verification": delta.meta.get("verification"), "rounds": delta.meta.get("rounds"),
+        "targets_from_cache": delta.meta.get("targets_from_cache"),
         "layers_info": delta.meta["layers_info"], "lambda": delta.meta["lambda"], "hparams": delta.meta["hparams"],
         "resid_after": delta.meta.get("resid_after"),
         "per_request": [{k: r.get(k) for k in ("nll", "steps", "clamped", "converged", "max_update_overlap", "stop",

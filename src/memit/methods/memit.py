@@ -185,7 +185,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     elif stats is None or any(layer not in stats for layer in hp.layers):
         stats = stats_for(model, tokenizer, hp, progress=progress)
     timings["stats"] = time.perf_counter() - t
-    if hp.ridge and hp.preservation == "cov":  # λ(C₀ + ridge·tr(C₀)/d_ff·I): λC₀ + λ_I·I, bounding ‖ΔW‖
+    if hp.ridge and hp.preservation == "cov" and solver is None:  # λ(C₀ + ridge·tr(C₀)/d_ff·I): λC₀ + λ_I·I
         plain = text_stats or stats
         stats = {layer: c + hp.ridge * float(plain[layer].trace()) / d_ff * torch.eye(d_ff, dtype=c.dtype)
                  if layer in hp.layers else c for layer, c in stats.items()}
@@ -296,6 +296,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
         "lambda": lam,
         "hparams": hp.to_dict() | {"prefixes": prefixes},
         "n_requests": len(requests),
+        "targets_from_cache": targets.cached,
         "requests": [
             {"case_id": r.case_id, "subject": r.subject, "target_new": r.target_new,
              "loss": targets.loss[j], "nll": targets.nll[j], "steps": targets.steps[j],

@@ -105,6 +105,7 @@ def _combine(model, deltas: list[Delta], rounds: list[dict], spent: dict) -> Del
         for k, v in d.meta["timings"].items():
             timings[k] = timings.get(k, 0.0) + v
     meta["timings"] = timings | spent
+    meta["targets_from_cache"] = sum(d.meta.get("targets_from_cache") or 0 for d in deltas)
     if len(deltas) == 1:
         return first
     current = {n: weights.read(model, n).detach().clone() for n in first.weights}
