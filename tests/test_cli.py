@@ -135,6 +135,10 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     assert main([*base, "--n", "2", "--match-norm", str(ref), "--out", str(root / "ridge"), "--generate", "none"]) == 0
     ridge = json.loads((root / "ridge" / "counterfact_memit_n2.json").read_text())
     assert "generated" not in ridge["edited"] and "generated_per_case" not in ridge
+    assert main([*base, "--n", "1", "--generate", "chat", "--out", str(root / "chat")]) == 2
+    err = capsys.readouterr().err
+    assert "has no chat template; use --generate plain" in err and err.count("\n") == 1
+    assert not (root / "chat").exists()
     assert ridge["hparams"]["match_rel_norms"] == [x["delta_rel_norm"] for x in point["layers_info"]]
     assert all("lambda" in x for x in ridge["layers_info"])
     assert main([*base, "--n", "2", "--match-norm", str(root / "cf.json"), "--out", str(root / "bad")]) == 2

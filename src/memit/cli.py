@@ -470,6 +470,12 @@ def cmd_eval(args) -> None:
     given = _read_delta(args.delta) if args.delta else None
     model, tokenizer = _load(args)
     hp = _hparams(args, model)
+    if args.generate == "chat" and args.dataset == "counterfact":
+        from memit.eval.generated import has_chat_template
+
+        if not has_chat_template(tokenizer):
+            raise CliError(f"--generate chat: the tokenizer of {args.model} has no chat template; "
+                           "use --generate plain")
     for n, file, sequential in todo:
         chosen = select(cases, n, args.offset, args.sample, seed)
         if sequential:
