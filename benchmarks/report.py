@@ -572,7 +572,7 @@ def generated_section() -> list[str]:
                 + "; ".join(f"{label(r)} at N = {r['n']}: ES {es:+.1f} and PS {ps:+.1f} points "
                             f"(teacher forced minus generated, plain)" for r, es, ps in gaps) + ".", "",
                 fmt_files(runs), ""]
-    mq = sorted(load_results("mquake/mquake_*.json"), key=lambda r: r["_file"])
+    mq = sorted((r for r in load_results("mquake/mquake_*.json") if "edited" in r), key=lambda r: r["_file"])
     if mq:
         out += ["### Multi-hop questions (MQuAKE)", "",
                 (f"Command: `memit mquake --data ../shared/data/mquake/MQuAKE-hard.json --n {mq[0]['n']} "
