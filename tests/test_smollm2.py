@@ -99,7 +99,9 @@ def test_demo_edit_leaves_as_a_peft_adapter_and_as_a_gguf(smollm2, tmp_path, mon
             if name in edited:  # requantised: the file's change carries the edit (its projection on ΔW)
                 d = edited[name] - originals[name]
                 carried = float(((p - originals[name]) * d).sum() / d.square().sum())
-                assert 0.1 < carried < 1.5, (name, carried)  # Q4_1 rounding keeps only part of a small edit
+                # Q4_1 rounding keeps only part of a small edit (less with the ridge default's smaller
+                # ΔW); a tensor that rounding had erased would carry about 0 (the others are bit-equal)
+                assert 0.03 < carried < 1.5, (name, carried)
             else:
                 assert torch.equal(p, originals[name]), name
     finally:
