@@ -144,6 +144,8 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     assert main([*base, "--n", "2", "--match-norm", str(root / "cf.json"), "--out", str(root / "bad")]) == 2
     assert "--match-norm" in capsys.readouterr().err
     seq_args = [*base, "--n", "2", "--batch-size", "1", "--method", "alphaedit", "--retention", str(root / "known.json")]
+    assert main([*seq_args, "--score-every", "0"]) == 2
+    assert "--score-every 0: give a whole number" in capsys.readouterr().err
     assert main([*seq_args, "--max-batches", "1"]) == 0
     assert "1 of 2 batches of 1 done" in capsys.readouterr().out
     assert main(seq_args) == 0

@@ -69,6 +69,14 @@ def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, 
     assert len(first["points"]) == 3  # unedited, then two batches: the call stopped there
     rest = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "c" / "r.json", progress=False)
     assert [p["ES"] for p in rest["points"]] == [p["ES"] for p in whole["points"]]
+    sparse = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "d" / "r.json", score_every=2,
+                          max_batches=1, progress=False)
+    assert [p["edits"] for p in sparse["points"]] == [0]  # batch 1 edited, not scored: only every 2nd is
+    sparse = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "d" / "r.json", score_every=2,
+                          progress=False)
+    assert [p["edits"] for p in sparse["points"]] == [0, 2, 3]  # the 2nd batch and the last
+    assert sorted(sparse["batch_edit_s"]) == ["0", "1", "2"]
+    assert [p["ES"] for p in sparse["points"]] == [whole["points"][i]["ES"] for i in (0, 2, 3)]
     shutil.rmtree(tmp_path / "c" / "r.journal")  # the machine that held it is gone: the scores stay, the edits do not
     with pytest.raises(JournalError, match="journal was lost"):
         run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "c" / "r.json", progress=False)

@@ -441,6 +441,8 @@ def cmd_eval(args) -> None:
     from memit.eval.sequential import run_sequence
     from memit.requests import read_records
 
+    if args.score_every < 1:
+        raise CliError(f"--score-every {args.score_every}: give a whole number of batches, 1 or more")
     cases = memit.load_cases(args.data, check_batch=False)
     out = Path(args.out)
     seed = args.seed or 0
@@ -482,8 +484,10 @@ def cmd_eval(args) -> None:
             r = run_sequence(model, tokenizer, chosen, args.dataset, args.method, hp, args.batch_size, file,
                              ppl_corpus=args.perplexity, ppl_tokens=args.perplexity_tokens, progress=not args.quiet,
                              extra={"data": str(args.data), "sample": args.sample}, known_facts=known,
-                             max_batches=args.max_batches, generate=GENERATE_FORMS[args.generate])
-            print(f"{len(r['points']) - 1} of {-(-n // args.batch_size)} batches of {args.batch_size} done → {file}")
+                             max_batches=args.max_batches, generate=GENERATE_FORMS[args.generate],
+                             score_every=args.score_every)
+            done = len(r.get("batch_edit_s", {})) or len(r["points"]) - 1
+            print(f"{done} of {-(-n // args.batch_size)} batches of {args.batch_size} done → {file}")
             sequence_plot(out, args.dataset)
             continue
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
@@ -656,6 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, metavar="K",
                    help="with --batch-size: edit at most K more batches in this call, then stop; the next call goes on "
                         "(to take turns between long runs)")
+    p.add_argument("--score-every", type=int, default=1, metavar="K",
+                   help="with --batch-size: score all edits so far after every K-th batch (and the last), not each")
     p.add_argument("--perplexity", metavar="TEXT", help="also perplexity on this text (e.g. wikitext-2 test) before and after the edit "
                    "(with --batch-size: after each batch)")
     p.add_argument("--perplexity-tokens", type=int, default=20_000)

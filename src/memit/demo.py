@@ -9,7 +9,7 @@ import torch
 
 from memit.eval.metrics import target_nll
 from memit.hparams import MemitHyperParams
-from memit.methods.memit import edit
+from memit.methods import run
 from memit.requests import Case, load_cases
 from memit.weights import input_device
 
@@ -48,7 +48,7 @@ def run_demo(model, tokenizer, hparams: MemitHyperParams, progress: bool = True)
     requests = [c.request for c in cases]
     before = probe(model, tokenizer, cases)
     gen_before = [greedy(model, tokenizer, r.text) for r in requests]
-    delta = edit(model, tokenizer, requests, hparams, progress=progress)
+    delta = run("memit", model, tokenizer, requests, hparams, progress=progress)  # verified, as `memit edit` is
     after = probe(model, tokenizer, cases)
     gen_after = [greedy(model, tokenizer, r.text) for r in requests]
     delta.revert(model)
@@ -69,10 +69,13 @@ def run_demo(model, tokenizer, hparams: MemitHyperParams, progress: bool = True)
     print("\nGreedy continuations of the rewrite prompt:")
     for r, g0, g1 in zip(requests, gen_before, gen_after):
         print(f"  {r.text}\n    before: {g0}\n    after:  {g1}")
-    t = delta.meta["timings"]
+    t, v = delta.meta["timings"], delta.meta.get("verification") or {}
+    if v:
+        print(f"\n{v['held']} of {len(cases)} facts hold on their rewrite and prefixed prompts after "
+              f"{v['rounds_used']} round(s) of verification.")
     print(f"\nFlipped {flipped}/{len(cases)} facts; neighbours kept {kept}/{len(cases)}. "
           f"Time: statistics {t['stats']:.0f} s, target vectors {t['targets']:.0f} s, "
           f"keys {t['keys']:.1f} s, solve {t['solve']:.1f} s. The model was restored afterwards.")
     return {"before": before, "after": after, "generations_before": gen_before,
             "generations_after": gen_after, "flipped": flipped, "neighbours_kept": kept,
-            "timings": t, "lambda": delta.meta["lambda"]}
+            "timings": t, "lambda": delta.meta["lambda"], "verification": v}

@@ -55,7 +55,7 @@ def _scores(model, tokenizer, cases: list[Case], dataset: str, edits: int, gener
 def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str, hp: MemitHyperParams,
                  batch_size: int, out_file: Path, *, ppl_corpus: str | None = None, ppl_tokens: int = 20_000,
                  progress: bool = True, extra: dict | None = None, known_facts: list[dict] | None = None,
-                 max_batches: int | None = None, generate: tuple[str, ...] = ()) -> dict:
+                 max_batches: int | None = None, generate: tuple[str, ...] = (), score_every: int = 1) -> dict:
     """Edit ``cases`` in consecutive batches with ``method``; the model is restored at the end.
 
     With ``known_facts`` (records of ``known_1000.json``), every point also says how many of those
@@ -63,7 +63,9 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     every point is scored on the same facts. ``max_batches`` stops after that many newly edited
     batches; a later call goes on from there. ``generate`` adds the generated-answer scores
     (eval/generated.py) to the unedited point and the last one: the endpoints, since answering every
-    prompt of every edit so far after each batch would cost more than the edits.
+    prompt of every edit so far after each batch would cost more than the edits. ``score_every``
+    scores every k-th batch (and the last) instead of each: scoring all edits so far after every
+    batch costs more than the edits themselves on a CPU, quadratically in the run's length.
     """
     from memit.eval.run import machine
 
@@ -90,15 +92,16 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     started = result["hparams"].get("sequential_stats", "current")
     if started != hp.sequential_stats:
         raise JournalError(f"{out_file} was started with sequential_stats {started!r}, not {hp.sequential_stats!r}")
-    if len(result["points"]) - 1 > len(journal.steps):  # scores of edits the journal no longer holds
-        raise JournalError(f"{out_file} has {len(result['points']) - 1} batches scored but its journal "
+    scored = -(-result["points"][-1]["edits"] // batch_size)
+    if scored > len(journal.steps):  # scores of edits the journal no longer holds
+        raise JournalError(f"{out_file} has {scored} batches scored but its journal "
                            f"{journal.dir} holds {len(journal.steps)}: the journal was lost or moved; restore it, "
                            "or start a new result file (the scores there would describe other edits)")
     stats = sequence_stats(model, tokenizer, hp, progress)  # before the replay: the unedited model's
     applied = journal.replay(model)
     try:
         _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
-                 applied, ppl_corpus, ppl_tokens, progress, known, max_batches, stats, generate)
+                 applied, ppl_corpus, ppl_tokens, progress, known, max_batches, stats, generate, score_every)
     finally:
         for delta in reversed(applied):  # bit-exact, last edit first
             delta.revert(model)
@@ -115,9 +118,10 @@ def _point(model, tokenizer, cases: list[Case], edits: int, dataset: str, ppl_co
 
 
 def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result, applied,
-             ppl_corpus, ppl_tokens, progress, known, max_batches, stats, generate) -> None:
-    """Batch b is edited unless the journal already holds it, then scored unless the result file
-    already has its point (a crash between the two leaves an edited but unscored batch)."""
+             ppl_corpus, ppl_tokens, progress, known, max_batches, stats, generate, score_every) -> None:
+    """Batch b is edited unless the journal already holds it, then scored (when it is a k-th batch
+    or the last) unless the result file already has its point (a crash between the two leaves an
+    edited but unscored batch)."""
     edited, last = 0, -(-len(cases) // batch_size) - 1
     for b in range(last + 1):
         edit_s = None
@@ -132,11 +136,13 @@ def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file,
             applied.append(delta)
             journal.append(base, delta)
             edit_s = time.perf_counter() - t
-        if len(result["points"]) <= b + 1:
-            so_far = cases[: (b + 1) * batch_size]
+            result.setdefault("batch_edit_s", {})[str(b)] = edit_s
+            write_json(out_file, result)
+        so_far = cases[: (b + 1) * batch_size]
+        if ((b + 1) % score_every == 0 or b == last) and result["points"][-1]["edits"] < len(so_far):
             point = _point(model, tokenizer, so_far, len(so_far), dataset, ppl_corpus, ppl_tokens,
                            generate if b == last else ())
-            point["edit_s"] = edit_s
+            point["edit_s"] = edit_s  # this batch's edit; batch_edit_s has every batch's
             if known:
                 point["retention"] = retention_summary(result["known_unedited"], known_fact_hits(model, tokenizer, known))
             result["points"].append(point)
