@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean-venv
+.PHONY: demo test lint venv clean-venv browser
 
 venv: $(STAMP)
 
@@ -18,8 +18,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/memit demo
 
+# The playground's browser tests drive Debian's Chromium: install it when it is missing and apt-get
+# may (root); where it cannot be installed those tests skip and say why.
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && { $(APT) || { apt-get update -q >/dev/null 2>&1 && $(APT); }; }; } || \
+	  echo "chromium could not be installed: the browser tests will skip" >&2
+
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 

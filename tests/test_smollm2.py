@@ -126,3 +126,37 @@ def test_cli_writes_a_gguf_and_checks_the_facts_in_it(smollm2, tmp_path, monkeyp
     assert "Q4_1 → Q4_1" in out and f"{report['gguf']['held']} of 5 facts hold in the GGUF" in out
     assert len(report["gguf"]["tensors"]) == 6 and (tmp_path / "edited.gguf").stat().st_size > 50e6
     assert main(args) == 2  # never replaced without --force
+
+
+@pytest.mark.slow
+def test_the_playground_edits_smollm2_in_a_real_browser(smollm2, tmp_path):
+    """The browser run of test_serve.py on the real model. With MEMIT_SCREENSHOT=FILE it also
+    saves the page after the edit there (docs/playground.png is made so)."""
+    from selenium.webdriver.common.by import By
+
+    from browser import chromium, download, edit_and_wait, enter_facts, probe, serving, wait_for
+    from memit.serve.session import Session
+
+    model, tok = smollm2
+    hp = preset_for("smollm2-135m")
+    hp.stats_tokens = 20_000
+    session = Session(model, tok, hp, name="smollm2-135m", workdir=tmp_path / "session", progress_bars=False)
+    unedited = {n: p.detach().clone() for n, p in model.named_parameters()}
+    facts = [{"subject": c.request.subject, "prompt": c.request.text, "target_new": c.request.target_new,
+              "target_true": c.request.target_true} for c in demo_cases()[:2]]
+    try:
+        with serving(session) as url, chromium(tmp_path) as driver:
+            enter_facts(driver, url, facts)
+            assert edit_and_wait(driver) == "2 of 2 facts hold."
+            before, after = probe(driver, "The Eiffel Tower is located in the city of")
+            assert "⟶ Paris" in before and "⟶ Rome" in after
+            if os.environ.get("MEMIT_SCREENSHOT"):
+                driver.save_screenshot(os.environ["MEMIT_SCREENSHOT"])
+            delta = memit.load_delta(download(driver, tmp_path, "dl-delta", "delta.safetensors"))
+            assert set(delta.weights) == set(session.history[0]["delta"].weights)
+            driver.find_element(By.ID, "revert").click()
+            wait_for(lambda: "no edits yet" in driver.find_element(By.ID, "history").text, what="the revert")
+    finally:
+        while session.history:
+            session.revert()
+    assert all(torch.equal(p, unedited[n]) for n, p in model.named_parameters())

@@ -505,6 +505,28 @@ def cmd_eval(args) -> None:
         scaling_plot(out, args.dataset, args.method)
 
 
+def cmd_serve(args) -> None:
+    try:
+        from memit.serve import BindError, bind_address, make_server, port_free
+        from memit.serve.session import Session
+    except ImportError as e:
+        raise CliError(f"memit serve needs starlette and uvicorn ({e.name} is missing): pip install 'memit[serve]'")
+    try:
+        host = bind_address(args.host, explicit=args.host is not None)
+    except BindError as e:
+        raise CliError(str(e)) from None
+    if not port_free(host, args.port):
+        raise CliError(f"port {args.port} on {host} is in use; pass --port with another")
+    model, tokenizer = _load(args)
+    session = Session(model, tokenizer, _hparams(args, model), method=args.method, name=args.model,
+                      progress_bars=not args.quiet)
+    where = "loopback only; pass --host to listen elsewhere" if args.host is None else \
+        f"on {host}, as --host asked: anyone who can reach it can edit and download this model"
+    print(f"memit playground for {args.model}: http://{host}:{args.port}/ ({where}). Ctrl-C stops it.")
+    print(f"session journal: {session.journal.dir}")
+    make_server(session, host, args.port, explicit_host=args.host is not None, max_upload=args.max_upload).run()
+
+
 def cmd_mquake(args) -> None:
     from memit.eval.mquake import load_mquake, run_mquake
 
@@ -696,6 +718,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_trace)
+
+    p = sub.add_parser("serve", help="a local web page: edit facts, probe, compare, revert and download")
+    _model_args(p), _hparam_args(p)
+    p.add_argument("--method", default="memit", choices=METHOD_CHOICES)
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", help="listen on this address instead of loopback (127.0.0.1); say it to mean it")
+    p.add_argument("--max-upload", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                   help="largest facts file the page accepts")
+    p.add_argument("--quiet", action="store_true", help="no progress bars in this terminal")
+    p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("demo", help="edit the bundled model with the bundled facts and show before/after")
     _model_args(p), _hparam_args(p)

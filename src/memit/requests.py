@@ -153,15 +153,19 @@ def read_records(path: str | Path) -> list:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise RequestError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES}-byte limit for request files")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    return records_from_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
+
+
+def records_from_text(text: str, source: str) -> list:
+    """The raw records of JSON array or JSONL text; errors name ``source`` (a file, an upload)."""
     if not text.strip():
-        raise RequestError(f"{path}: file is empty")
+        raise RequestError(f"{source}: file is empty")
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise RequestError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+            raise RequestError(f"{source}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
         return data
     if stripped.startswith("{"):
         try:  # a single object, or JSONL
@@ -174,9 +178,9 @@ def read_records(path: str | Path) -> list:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise RequestError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+                    raise RequestError(f"{source}: line {n} is not valid JSON ({e.msg})") from None
         return records
-    raise RequestError(f"{path}: neither JSON nor JSONL (it must start with '[' or '{{')")
+    raise RequestError(f"{source}: neither JSON nor JSONL (it must start with '[' or '{{')")
 
 
 def load_cases(path: str | Path, n: int | None = None, offset: int = 0,

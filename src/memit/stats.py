@@ -19,13 +19,13 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from memit import hooks
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.fingerprint import layer_fingerprints, tensor_fingerprint
 from memit.models.arch import Arch, dims, get_arch
 from memit.models.loading import cache_dir
+from memit.progress import tqdm
 from memit.tokens import pad
 from memit.weights import input_device
 

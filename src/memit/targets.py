@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from memit import hooks
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.hparams import MemitHyperParams
 from memit.models.arch import Arch, logits
+from memit.progress import tqdm
 from memit.requests import EditRequest, where_of
 from memit.tokens import Encoded, chunks, encode_filled
 from memit.weights import input_device

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from memit import weights
 from memit.delta import Delta
@@ -21,6 +20,7 @@ from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.methods.memit import EditError, check_requests
 from memit.models.arch import as_math, get_arch, logits
+from memit.progress import tqdm
 from memit.requests import EditRequest, where_of
 from memit.tokens import chunks, encode_filled, pad
 from memit.weights import input_device

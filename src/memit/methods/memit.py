@@ -17,7 +17,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from memit import hooks, weights
 from memit.delta import Delta
@@ -27,6 +26,7 @@ from memit.hparams import MemitHyperParams, default_hparams
 from memit.lowrank import LowRank
 from memit.methods.ridge import RidgeMatchNorm
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
+from memit.progress import tqdm
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
 from memit.stats import stats_for
 from memit.targets import Targets, compute_targets, generate_prefixes

@@ -15,7 +15,6 @@ import hashlib
 import json
 
 import torch
-from tqdm.auto import tqdm
 
 from memit import weights
 from memit.delta import Delta
@@ -25,6 +24,7 @@ from memit.hparams import MemitHyperParams
 from memit.lowrank import LowRank
 from memit.methods.memit import edit as memit_edit
 from memit.models.arch import get_arch
+from memit.progress import tqdm
 from memit.requests import EditRequest
 from memit.stats import stats_for
 

@@ -25,6 +25,7 @@ from memit import weights
 from memit.delta import Delta
 from memit.lowrank import LowRank
 from memit.methods.sequential import key_outer_sums
+from memit.progress import phase
 from memit.requests import EditRequest
 from memit.verify import check, failure_reason
 
@@ -39,6 +40,7 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
     prefixes = first.meta["hparams"].get("prefixes") or []
     hp = dataclasses.replace(hp, prefixes=prefixes)  # later rounds: the same prompts, not new samples
     t = time.perf_counter()
+    phase(f"verifying {len(requests)} facts")
     status = check(model, tokenizer, requests, prefixes, hp.batch_tokens)
     spent = {"verify": time.perf_counter() - t}
     last = {i: r for i, r in enumerate(first.meta["requests"])}  # each request's latest target vector
@@ -55,6 +57,7 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
         for j, i in enumerate(todo):
             last[i] = d.meta["requests"][j]
         t = time.perf_counter()
+        phase(f"verifying {len(requests)} facts after round {len(deltas)}")
         status = check(model, tokenizer, requests, prefixes, hp.batch_tokens)
         spent["verify"] += time.perf_counter() - t
         for i, s in enumerate(status):
