@@ -97,3 +97,21 @@ def test_requests_are_chunked_by_suffix_length(bpe, monkeypatch):
                                                                                  real(m, a, chunk, reqs, *r))[1])
     compute_targets(model, bpe, get_arch(model), REQS, 2, PREFIXES, hp, progress=False)
     assert seen == sorted(seen) and len(set(seen)) > 1  # the long "Eiffel Tower" suffix is not first
+
+
+def test_the_target_cache_key_is_made_of_every_setting_the_loop_reads():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    import memit.targets
+    from memit.hparams import STOP_FIELDS, TARGET_FIELDS
+
+    hp = MemitHyperParams()
+    assert set(hp.target_dict()) == TARGET_FIELDS  # the paper's rule: keys as they were before stopping rules
+    assert set(dataclasses.replace(hp, stop="margin").target_dict()) == TARGET_FIELDS | STOP_FIELDS
+    read = set(re.findall(r"\bhp\.([a-z_]+)\b", Path(memit.targets.__file__).read_text()))
+    known = {f.name for f in dataclasses.fields(MemitHyperParams)}
+    assert read & known <= TARGET_FIELDS | STOP_FIELDS, "a setting the target loop reads is not in its cache key"
+    for name, value in (("lam_per_dff", 3.0), ("layers", [1, 8]), ("stats_tokens", 5), ("ridge", 1.0), ("rounds", 3)):
+        assert dataclasses.replace(hp, **{name: value}).target_dict() == hp.target_dict()  # one optimisation, reused

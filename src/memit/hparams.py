@@ -11,6 +11,12 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+# The fields that the target vectors depend on are marked, and the target cache's key is made of
+# them (target_dict): a new setting of the target loop marked here cannot be forgotten by the key.
+# Grouping requests into chunks (batch_tokens) changes nothing but the float summation order.
+TARGETS = {"targets": "always"}
+STOPS = {"targets": "unless the paper's rule"}  # paper: the keys stay as they were before stopping rules
+
 
 @dataclass
 class MemitHyperParams:
@@ -19,19 +25,19 @@ class MemitHyperParams:
     lam_per_dff: float = 15_000 / 16_384
     lam: float | None = None
     # Target-vector optimisation (MEMIT_SPEC §2.1).
-    v_lr: float = 0.5
-    v_num_grad_steps: int = 25
-    v_loss_threshold: float = 0.05
-    kl_factor: float = 0.0625
-    v_weight_decay: float = 0.5
-    clamp_norm_factor: float = 0.75
+    v_lr: float = field(default=0.5, metadata=TARGETS)
+    v_num_grad_steps: int = field(default=25, metadata=TARGETS)
+    v_loss_threshold: float = field(default=0.05, metadata=TARGETS)
+    kl_factor: float = field(default=0.0625, metadata=TARGETS)
+    v_weight_decay: float = field(default=0.5, metadata=TARGETS)
+    clamp_norm_factor: float = field(default=0.75, metadata=TARGETS)  # ROME passes its own here
     # When each request's optimisation stops (targets.py): "paper" (loss below v_loss_threshold,
     # or the step cap) or "margin" (every target token top-1 by stop_margin nats in every prompt
     # row; or δ at the clamp with its margin gaining < plateau_gain over plateau_steps steps).
-    stop: str = "paper"
-    stop_margin: float = 1.0
-    plateau_steps: int = 4
-    plateau_gain: float = 0.1
+    stop: str = field(default="paper", metadata=STOPS)
+    stop_margin: float = field(default=1.0, metadata=STOPS)
+    plateau_steps: int = field(default=4, metadata=STOPS)
+    plateau_gain: float = field(default=0.1, metadata=STOPS)
     # Verification (methods/rounds.py): requests that do not hold on the edited model are edited
     # again, up to this many rounds in all, the earlier rounds' keys kept in the preservation term.
     rounds: int = 1
@@ -40,18 +46,19 @@ class MemitHyperParams:
     # MEMIT's own closed form only (memit, memit-seq); the other methods' solvers leave C₀ as it is.
     ridge: float = 0.0
     # Context prefixes put before each prompt; None generates them from the model with ``seed``.
-    prefixes: list[str] | None = None
-    prefix_starts: list[str] = field(default_factory=lambda: ["The", "Therefore", "Because", "I", "You"])
-    prefix_tokens: int = 10
-    seed: int = 0
+    prefixes: list[str] | None = field(default=None, metadata=TARGETS)
+    prefix_starts: list[str] = field(default_factory=lambda: ["The", "Therefore", "Because", "I", "You"],
+                                     metadata=TARGETS)
+    prefix_tokens: int = field(default=10, metadata=TARGETS)
+    seed: int = field(default=0, metadata=TARGETS)
     # Second-moment statistics (C₀).
     stats_corpus: str | None = None  # None: the small corpus bundled with memit
     stats_tokens: int = 100_000
     stats_seq_len: int = 256
     # Forward passes are cut into batches of at most this many (padded) tokens.
-    batch_tokens: int = 4096
+    batch_tokens: int = field(default=4096, metadata=TARGETS)
     # Side on which batched prompts are padded; results do not depend on it (tested).
-    padding_side: str = "right"
+    padding_side: str = field(default="right", metadata=TARGETS)
     # The preservation term, for ablations: "cov" is MEMIT's λC₀; "identity" replaces C₀ by I
     # (plain ridge regression on the edits); "none" sets λ = 0 (the minimum-norm ΔW with ΔK = R).
     preservation: str = "cov"
@@ -118,13 +125,8 @@ class MemitHyperParams:
         return cls.from_dict({**base, **data})
 
 
-# What the target-vector optimisation reads (MEMIT_SPEC §2.1). ROME passes its own clamp in
-# ``clamp_norm_factor``; ``batch_tokens`` groups requests into chunks, which changes nothing but
-# the float summation order.
-TARGET_FIELDS = frozenset({"v_lr", "v_num_grad_steps", "v_loss_threshold", "kl_factor", "v_weight_decay",
-                           "clamp_norm_factor", "prefixes", "prefix_starts", "prefix_tokens", "seed", "batch_tokens",
-                           "padding_side"})
-STOP_FIELDS = frozenset({"stop", "stop_margin", "plateau_steps", "plateau_gain"})
+TARGET_FIELDS = frozenset(f.name for f in fields(MemitHyperParams) if f.metadata == TARGETS)
+STOP_FIELDS = frozenset(f.name for f in fields(MemitHyperParams) if f.metadata == STOPS)
 
 PRESETS: dict[str, MemitHyperParams] = {
     # The paper's settings (MEMIT_SPEC §1–2).
