@@ -22,14 +22,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(cache: Path, args: list[str]) -> None:
+def _torchrun(cache: Path, args: list[str], fails: bool = False) -> subprocess.CompletedProcess:
     env = dict(os.environ, MEMIT_CACHE=str(cache), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "memit.cli", "stats", *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:  # a rank that aborts says why early in stderr; torchrun's summary comes last
+    if proc.returncode != 0 and not fails:  # a rank that aborts says why early in stderr; torchrun's summary comes last
         causes = [ln for ln in proc.stderr.splitlines() if any(w in ln for w in ("Error", "error", "what()", "terminate"))]
         pytest.fail("\n".join(causes[:20]) + "\n…\n" + proc.stderr[-1500:])
+    return proc
 
 
 def _check_same(cache: Path, single: dict) -> None:
@@ -51,6 +52,19 @@ def test_two_gloo_processes_on_a_tiny_model(tmp_path, bpe, corpus_file):
     single = second_moments(model, bpe, get_arch(model), [1, 2], corpus=corpus_file, max_tokens=3000, seq_len=256,
                             use_cache=False, progress=False)
     _check_same(tmp_path / "cache", single)
+
+
+def test_two_processes_refuse_nan_statistics_as_one_does(tmp_path, bpe, corpus_file):
+    model = tiny_model("gpt2", bpe)
+    with torch.no_grad():
+        model.transformer.wte.weight[5:] = float("inf")  # activations overflow on every text
+    model.save_pretrained(tmp_path / "m")
+    bpe.save_pretrained(tmp_path / "m")
+    proc = _torchrun(tmp_path / "cache", ["--model", str(tmp_path / "m"), "--layers", "1,2", "--corpus", corpus_file,
+                                          "--stats-tokens", "3000"], fails=True)
+    assert proc.returncode != 0
+    assert "memit: error: layer 1: the statistics contain NaN/Inf" in proc.stderr
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))  # nothing cached
 
 
 @pytest.mark.slow

@@ -268,13 +268,8 @@ def second_moments(model, tokenizer, arch: Arch, layers: list[int], *, corpus: s
             partial = stats_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.partial.safetensors"
             sums, count, drift = accumulate(model, arch, missing, windows, batch_tokens, progress, partial, key)
             _report_drift(drift, count, progress)
-            for layer in missing:
-                out[layer] = sums[layer] / count
-                if not torch.isfinite(out[layer]).all():
-                    raise CorpusError(f"layer {layer}: the statistics contain NaN/Inf; the model's activations "
-                                      "overflow on this corpus (try --dtype float32)")
-                _save_stats(model, out[layer], layer, fps[layer], corpus_fp, count,
-                            {"corpus": corpus or BUNDLED, "seq_len": seq_len, "drift": drift[layer]})
+            out.update(_finish(model, sums, count, fps, corpus_fp, {"corpus": corpus or BUNDLED, "seq_len": seq_len},
+                               drift))
             partial.unlink(missing_ok=True)
     return out
 
@@ -310,10 +305,23 @@ def stats_info(model, tokenizer, arch: Arch, layers: list[int], *, corpus: str |
     return out
 
 
-def _save_stats(model, c0, layer, model_fp, corpus_fp, count, extra) -> None:
-    meta = {"model_fp": model_fp, "layer": layer, "corpus_fp": corpus_fp, "tokens": count,
-            "model_dtype": str(next(model.parameters()).dtype), "stored_dtype": "float64", **extra}
-    save_tensors(stats_path(model_fp, layer, corpus_fp), {"C0": c0}, meta)
+def _finish(model, sums: dict, count: int, fps: list[str], corpus_fp: str, extra: dict, drift: dict, *,
+            save: bool = True) -> dict[int, torch.Tensor]:
+    """C₀ = sums / count for each layer, refused if it holds NaN/Inf, then cached: the one way
+    that statistics are made, by one process or by several."""
+    out = {}
+    for layer, total in sums.items():
+        out[layer] = total / count
+        if not torch.isfinite(out[layer]).all():
+            raise CorpusError(f"layer {layer}: the statistics contain NaN/Inf; the model's activations "
+                              "overflow on this corpus (try --dtype float32)")
+    for layer, c0 in out.items() if save else ():
+        meta = {"model_fp": fps[layer], "layer": layer, "corpus_fp": corpus_fp, "tokens": count,
+                "model_dtype": str(next(model.parameters()).dtype), "stored_dtype": "float64", **extra}
+        if drift.get(layer):
+            meta["drift"] = drift[layer]
+        save_tensors(stats_path(fps[layer], layer, corpus_fp), {"C0": c0}, meta)
+    return out
 
 
 def _second_moments_distributed(model, arch, layers, windows, fps, corpus_fp, batch_tokens, progress, rank, extra):
@@ -324,11 +332,8 @@ def _second_moments_distributed(model, arch, layers, windows, fps, corpus_fp, ba
     out = found[0]
     missing = [layer for layer in layers if layer not in out]
     if missing:
-        sums, count, _ = accumulate(model, arch, missing, windows, batch_tokens, progress and rank == 0)
-        for layer in missing:
-            out[layer] = sums[layer] / count
-            if rank == 0:
-                _save_stats(model, out[layer], layer, fps[layer], corpus_fp, count, extra)
+        sums, count, drift = accumulate(model, arch, missing, windows, batch_tokens, progress and rank == 0)
+        out.update(_finish(model, sums, count, fps, corpus_fp, extra, drift, save=rank == 0))  # every rank checks
     dist.barrier()
     return out
 
