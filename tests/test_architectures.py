@@ -46,7 +46,7 @@ def test_one_edit_maps_key_to_intended_value(model_type, bpe, corpus_file):
     torch.testing.assert_close(val1 - val0, z - block0, rtol=1e-3, atol=1e-4)
     if model_type not in POST_NORM:
         torch.testing.assert_close(block1, z, rtol=1e-3, atol=1e-4)
-    assert not torch.equal(out_weight(model, arch, layer), delta._originals[arch.mlp_out_name(layer) + ".weight"])
+    assert not torch.equal(out_weight(model, arch, layer), delta.original(arch.mlp_out_name(layer) + ".weight"))
     delta.revert(model)
     _, val2, _ = _at_subject(model, bpe, arch, layer)
     assert torch.equal(val2, val0)

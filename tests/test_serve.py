@@ -189,6 +189,7 @@ def test_closing_the_page_mid_edit_finishes_the_edit(bpe, corpus_file, tmp_path,
     from selenium.webdriver.common.by import By
 
     session = _session(bpe, corpus_file, tmp_path)
+    unedited = _weights(session.model)
     gate = Gate(monkeypatch)
     with serving(session) as url, chromium(tmp_path) as driver:
         enter_facts(driver, url, FACTS)
@@ -200,6 +201,8 @@ def test_closing_the_page_mid_edit_finishes_the_edit(bpe, corpus_file, tmp_path,
         job = session.wait(120)
         assert job.state == "done" and len(session.journal.steps) == 1
         made = session.history[0]["delta"]
-        assert all(torch.equal(session.model.get_parameter(n), made._applied[n]) for n in made.weights)  # all of it
+        for n, d in made.weights.items():  # all of it: the weights are the unedited ones plus the whole change
+            w0 = made.original(n)
+            assert torch.equal(w0, unedited[n]) and torch.equal(session.model.get_parameter(n), (w0.float() + d).to(w0.dtype))
         enter_facts(driver, url, [])  # reopened: the page shows the finished edit
         wait_for(lambda: "facts hold" in driver.find_element(By.ID, "summary").text, what="the result after reopening")

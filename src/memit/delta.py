@@ -47,6 +47,20 @@ class Delta:
     _originals: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _applied: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def written(cls, model: torch.nn.Module, originals: dict[str, torch.Tensor], changes: dict[str, torch.Tensor],
+                meta: dict, factors: dict[str, LowRank] | None = None, aux: dict | None = None) -> Delta:
+        """The Delta of a change an edit has already written into ``model``; ``originals`` are the
+        weights before it. It reverts exactly, as if it had been ``apply``-ed."""
+        out = cls(changes, meta, factors or {}, aux or {})
+        out._originals = dict(originals)
+        out._applied = {n: weights.read(model, n).detach().clone() for n in changes}
+        return out
+
+    def original(self, name: str) -> torch.Tensor:
+        """The weight ``name`` as it was before this Delta was applied or written."""
+        return self._originals[name]
+
     def _check(self, model: torch.nn.Module) -> None:
         for name, d in self.weights.items():
             try:

@@ -98,7 +98,4 @@ def edit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
                          "max_abs_change": float(d.abs().max())}],
         "timings": {"finetune": time.perf_counter() - t0},
     }
-    delta = Delta({name: d}, meta)
-    delta._originals = {name: w0}
-    delta._applied = {name: weights.read(model, name).detach().clone()}
-    return delta
+    return Delta.written(model, {name: w0}, {name: d}, meta)

@@ -309,11 +309,9 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
         "resid_after": resid_after,
         "timings": timings,
     }
-    delta = Delta(deltas, meta, factors, aux={"targets": targets, "keys": all_keys, "spectra": spectra})
+    aux = {"targets": targets, "keys": all_keys, "spectra": spectra}
     if apply:
-        delta._originals = originals
-        delta._applied = {n: weights.read(model, n).detach().clone() for n in deltas}
-    else:
-        for name, w in originals.items():
-            weights.write(model, name, w)
-    return delta
+        return Delta.written(model, originals, deltas, meta, factors, aux)
+    for name, w in originals.items():
+        weights.write(model, name, w)
+    return Delta(deltas, meta, factors, aux)

@@ -105,7 +105,4 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
         "resid_after": sum(m["resid_after"] for m in metas) / len(metas),
         "timings": {k: sum(m["timings"][k] for m in metas) for k in metas[0]["timings"]},
     }
-    delta = Delta({name: total}, meta, {name: factors})
-    delta._originals = {name: w0}
-    delta._applied = {name: weights.read(model, name).detach().clone()}
-    return delta
+    return Delta.written(model, {name: w0}, {name: total}, meta, {name: factors})

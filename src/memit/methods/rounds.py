@@ -92,7 +92,7 @@ def _summed(deltas: list[Delta]) -> dict[str, LowRank] | None:
 def _settle(model, deltas: list[Delta]) -> None:
     """Weights = original + the summed factors, as ``Delta.apply`` of the combined delta writes them."""
     for name, f in (_summed(deltas) or {}).items():
-        w0 = deltas[0]._originals[name]
+        w0 = deltas[0].original(name)
         weights.write(model, name, (w0.float() + f.dense().to(w0.device)).to(w0.dtype))
 
 
@@ -113,12 +113,11 @@ def _combine(model, deltas: list[Delta], rounds: list[dict], spent: dict) -> Del
         return first
     current = {n: weights.read(model, n).detach().clone() for n in first.weights}
     factors = _summed(deltas) or {}
-    changes = {n: factors[n].dense() if n in factors else current[n].double() - first._originals[n].double()
+    changes = {n: factors[n].dense() if n in factors else current[n].double() - first.original(n).double()
                for n in first.weights}
     for info, name in zip(meta["layers_info"], changes):  # the whole edit's change, not round 1's (one weight a layer)
-        info["delta_rel_norm"] = float(changes[name].norm() / first._originals[name].double().norm())
+        info["delta_rel_norm"] = float(changes[name].norm() / first.original(name).double().norm())
     keys = {layer: torch.cat([d.aux["keys"][layer] for d in deltas if layer in d.aux.get("keys", {})], dim=1)
             for layer in first.aux.get("keys", {})}
-    out = Delta(changes, meta, factors, aux=first.aux | {"keys": keys})
-    out._originals, out._applied = first._originals, current
-    return out
+    return Delta.written(model, {n: first.original(n) for n in first.weights}, changes, meta, factors,
+                         first.aux | {"keys": keys})
