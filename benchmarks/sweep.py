@@ -1,4 +1,5 @@
-"""A resumable sweep over settings of the SmolLM2 preset, shared by the tuning scripts.
+"""A resumable sweep over settings of the SmolLM2 preset, shared by the tuning scripts: on SmolLM2,
+or with ``--model`` on another model, where the SmolLM2 preset is the starting point.
 
 Each configuration edits one batch of the first N counterfact-train facts, is scored (ES/PS/NS and
 perplexity on wikitext-2 *validation*, never the test text the results pages report), reverted,
@@ -33,7 +34,7 @@ Configs = dict[str, tuple[str, dict]]
 
 
 def main(doc: str, configs: Configs, plot: Callable[[dict, Path], Path], table: Callable[[dict], str],
-         out: str, **measure_kw) -> None:
+         out: str, model: str = "smollm2-135m", **measure_kw) -> None:
     """The command line every tuning script shares: run what is missing, then plot and tabulate."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100)
@@ -41,21 +42,22 @@ def main(doc: str, configs: Configs, plot: Callable[[dict, Path], Path], table: 
     ap.add_argument("--only", nargs="+", choices=list(configs), metavar="NAME",
                     help=f"run only these configurations (of {', '.join(configs)})")
     ap.add_argument("--report", action="store_true", help="only redraw the plot and print the table")
+    ap.add_argument("--model", default=model, help="the model to tune on (its name is in the result file's)")
     args = ap.parse_args()
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    file = folder / f"tune_n{args.n}.json"
+    file = folder / (f"tune_n{args.n}.json" if args.model == "smollm2-135m" else f"tune_{args.model}_n{args.n}.json")
     results = json.loads(file.read_text()) if file.exists() else {"runs": {}}
     if not args.report:
         chosen = {k: configs[k] for k in args.only} if args.only else configs
-        measure(chosen, results, args.n, file, **measure_kw)
-    plot(results, folder / f"tune_n{args.n}.png")
+        measure(chosen, results, args.n, file, model=args.model, **measure_kw)
+    plot(results, file.with_suffix(".png"))
     print(table(results))
 
 
 def measure(configs: Configs, results: dict, n: int, file: Path, *,
             prepare: Callable[[object, object, dict], None] | None = None, checkpoint: Path | None = None,
-            retention: bool = False) -> None:
+            retention: bool = False, model: str = "smollm2-135m") -> None:
     """Run every configuration not in ``results`` yet, writing the file after each.
 
     ``prepare(model, tok, results)`` adds what the sweep needs once (AlphaEdit's C₀ spectrum);
@@ -64,12 +66,12 @@ def measure(configs: Configs, results: dict, n: int, file: Path, *,
     todo = [name for name in configs if name not in results["runs"]]
     if not todo:
         return
-    model, tok = memit.load_model("smollm2-135m")
+    name, (model, tok) = model, memit.load_model(model)
     cases = memit.load_cases(str(DATA), n=n)
     reqs = [c.request for c in cases]
     if "unedited" not in results:
         results["unedited"] = score(model, tok, cases)
-        results.update(n=n, data=str(DATA), perplexity_text=str(VALID), machine=machine())
+        results.update(n=n, data=str(DATA), perplexity_text=str(VALID), machine=machine(), model=name)
     known = None
     if retention:  # known facts about other subjects: how many the edit leaves known
         subjects = {r.subject for r in reqs}

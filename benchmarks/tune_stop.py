@@ -69,7 +69,8 @@ def plot(results: dict, path: Path) -> Path:
     bx.tick_params(axis="x", rotation=30, labelsize=7)
     for label in bx.get_xticklabels():
         label.set_horizontalalignment("right")
-    fig.suptitle(f"Stopping, verification and ridge on SmolLM2, one batch of {results['n']} (counterfact-train)",
+    fig.suptitle(f"Stopping, verification, ridge, band on {results.get('model', 'smollm2-135m')}, one batch of "
+                 f"{results['n']} (counterfact-train)",
                  fontsize=9)
     return save(fig, path)
 

@@ -1,0 +1,27 @@
+"""A preset for Gemma 3 270M, chosen on counterfact-train only, from the SmolLM2 preset as it is.
+
+The SmolLM2 preset is stated in relative units (λ per d_ff, a margin in nats, a ridge term
+relative to C₀'s mean eigenvalue), so its transfer is the first configuration: the claim that it
+carries over, measured. The others move what is not relative: the layer band (Gemma has 18
+blocks, SmolLM2 30) and λ. The same sweep as tune_stop.py (sweep.py): ES/PS/NS/Score, perplexity
+on wikitext-2 validation, known facts still known, steps, rounds and time per phase; resumable.
+
+    python benchmarks/tune_gemma.py --n 50
+"""
+
+from __future__ import annotations
+
+import sweep
+import tune_stop
+
+from memit.models.loading import cache_dir
+
+CONFIGS: sweep.Configs = {
+    "smollm2_preset": ("memit", {}),
+    "smollm2_preset_lam4": ("memit", {"lam_per_dff": 4.0}),
+    **{f"layers_{a}_{b}": ("memit", {"layers": list(range(a, b + 1))}) for a, b in ((1, 6), (2, 7), (5, 10))},
+}
+
+if __name__ == "__main__":
+    sweep.main(__doc__, CONFIGS, tune_stop.plot, tune_stop.table, "benchmarks/results/gemma_tuning",
+               model="gemma3-270m", retention=True, checkpoint=cache_dir() / "targets")
