@@ -9,6 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from memit.methods import METHODS
+
 EXAMPLES = """examples:
   memit demo
   memit edit --model smollm2-135m --requests facts.json --out edited-model/
@@ -42,8 +44,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
             RequestError, CorpusError, TokenizationError, LoraError)
 
 
-METHOD_CHOICES = ["memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit", "emmet"]  # memit.methods.METHODS, without
-# importing torch before argument parsing
+METHOD_CHOICES = list(METHODS)  # one list: the CLI, `memit eval` and the docs read memit.methods.METHODS
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
