@@ -2,7 +2,7 @@
 
 λ is stored relative to d_ff (``lam_per_dff``) because over the statistics sample
 E[kᵀC₀⁻¹k] = d_ff: the same raw λ weighs preservation ~10× more on a model with 10× smaller
-d_ff (MEMIT_SPEC §6). The paper's GPT-J λ = 15,000 is 15,000 / 16,384 ≈ 0.92 per d_ff.
+d_ff (docs/algorithm.md §5). The paper's GPT-J λ = 15,000 is 15,000 / 16,384 ≈ 0.92 per d_ff.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class MemitHyperParams:
     # Preservation weight λ of λC₀ + KKᵀ: λ = lam_per_dff · d_ff, unless ``lam`` is given.
     lam_per_dff: float = 15_000 / 16_384
     lam: float | None = None
-    # Target-vector optimisation (MEMIT_SPEC §2.1).
+    # Target-vector optimisation (docs/algorithm.md §2.1).
     v_lr: float = field(default=0.5, metadata=TARGETS)
     v_num_grad_steps: int = field(default=25, metadata=TARGETS)
     v_loss_threshold: float = field(default=0.05, metadata=TARGETS)
@@ -69,7 +69,7 @@ class MemitHyperParams:
     # ROME and FT-L change one layer: this one, or else the middle of ``layers`` (5 of 3–8, as the
     # paper's ROME on GPT-J).
     single_layer: int | None = None
-    rome_clamp_norm_factor: float = 4.0  # ROME's target vectors may move further (MEMIT_SPEC §2)
+    rome_clamp_norm_factor: float = 4.0  # ROME's target vectors may move further (docs/algorithm.md §2)
     # FT-L (ROME paper's constrained fine-tuning): Adam on the layer's MLP output weights, the
     # change bounded elementwise by ft_norm_bound; FT-W replaces the bound by weight decay.
     ft_lr: float = 5e-4
@@ -129,7 +129,7 @@ TARGET_FIELDS = frozenset(f.name for f in fields(MemitHyperParams) if f.metadata
 STOP_FIELDS = frozenset(f.name for f in fields(MemitHyperParams) if f.metadata == STOPS)
 
 PRESETS: dict[str, MemitHyperParams] = {
-    # The paper's settings (MEMIT_SPEC §1–2).
+    # The paper's settings (docs/algorithm.md §1–2).
     "gpt-j": MemitHyperParams(layers=[3, 4, 5, 6, 7, 8], lam_per_dff=15_000 / 16_384),
     "gpt2-xl": MemitHyperParams(layers=[13, 14, 15, 16, 17], lam_per_dff=20_000 / 6_400),
     # SmolLM2-135M (30 blocks, d_ff 1536): chosen by measurement on counterfact-train, see

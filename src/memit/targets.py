@@ -1,5 +1,5 @@
 """Target vectors z_i: what block l_L should output at the subject's last token so that the
-model emits target_new (MEMIT_SPEC §2.1).
+model emits target_new (docs/algorithm.md §2.1).
 
 Only positions from the subject's last token on, and only through δ, change during the
 optimisation. So each chunk of prompts is aligned on that token (left padding), the part before
@@ -236,7 +236,7 @@ def _load(store: str | Path, key: str) -> tuple | None:
 
 
 def _optimise(model, arch, chunk: _Chunk, reqs, hp, rec: dict[str, list], bar):
-    """Adam on one δ per request of the chunk (MEMIT_SPEC §2.1); returns (z, h) for them.
+    """Adam on one δ per request of the chunk (docs/algorithm.md §2.1); returns (z, h) for them.
     ``reqs`` are the requests' indices in the lists of ``rec``, where each one's loss, NLL, steps,
     clamp, stop reason and margin are written."""
     if hp.stop not in ("paper", "margin"):

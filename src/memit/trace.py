@@ -1,4 +1,4 @@
-"""Causal tracing (MEMIT_SPEC §4): which hidden states carry a fact the model knows.
+"""Causal tracing (docs/algorithm.md §4): which hidden states carry a fact the model knows.
 
 The subject's token embeddings are corrupted with Gaussian noise (σ = 3 × the embeddings' std);
 then, one (token, layer) at a time, the clean hidden state is restored (or only the MLP output, or

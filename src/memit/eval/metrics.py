@@ -1,4 +1,4 @@
-"""The paper's CounterFact and zsRE metrics (MEMIT_SPEC §3).
+"""The paper's CounterFact and zsRE metrics (docs/algorithm.md §3).
 
 Each target is scored by the mean per-token NLL of ``" " + target`` after the prompt, teacher
 forced, with logits computed only at the target positions.

@@ -1,6 +1,6 @@
 """Editing over time, measured: batches of B edits one after another; after each batch, the scores
 of every edit made so far, perplexity on held-out text and, if given, how many unrelated known facts
-the model still knows (MEMIT_SPEC §2, sequential; the AlphaEdit comparison; the review's retention test).
+the model still knows (docs/algorithm.md §2, sequential; the AlphaEdit comparison; the review's retention test).
 
 Each batch is a step of an edit journal next to the result file, so a rerun replays the finished
 batches exactly and goes on; the result file is rewritten after every batch.

@@ -1,6 +1,6 @@
 """MEMIT (Meng et al., ICLR 2023): write many facts into a band of MLP output projections.
 
-The edit is MEMIT_SPEC §2: target vectors at the last edited layer, then for each edited layer
+The edit is docs/algorithm.md §2: target vectors at the last edited layer, then for each edited layer
 in order its keys, the residual spread over the layers still to update, and the closed-form
 update Δ = R Kᵀ (λC₀ + KKᵀ)⁻¹ solved in float64.
 """

@@ -1,4 +1,4 @@
-"""Editing over time, batch after batch: MEMIT-seq and AlphaEdit (MEMIT_SPEC §2, sequential).
+"""Editing over time, batch after batch: MEMIT-seq and AlphaEdit (docs/algorithm.md §2, sequential).
 
 Both carry, for each edited layer, the sum K_pK_pᵀ of the keys of every batch committed before
 (the journal keeps the keys, so the sum can be rebuilt for any step).
