@@ -105,13 +105,32 @@ def test_the_target_cache_key_is_made_of_every_setting_the_loop_reads():
     from pathlib import Path
 
     import memit.targets
-    from memit.hparams import STOP_FIELDS, TARGET_FIELDS
+    from memit.hparams import LATER_FIELDS, STOP_FIELDS, TARGET_FIELDS
 
     hp = MemitHyperParams()
     assert set(hp.target_dict()) == TARGET_FIELDS  # the paper's rule: keys as they were before stopping rules
     assert set(dataclasses.replace(hp, stop="margin").target_dict()) == TARGET_FIELDS | STOP_FIELDS
     read = set(re.findall(r"\bhp\.([a-z_]+)\b", Path(memit.targets.__file__).read_text()))
     known = {f.name for f in dataclasses.fields(MemitHyperParams)}
-    assert read & known <= TARGET_FIELDS | STOP_FIELDS, "a setting the target loop reads is not in its cache key"
+    assert read & known <= TARGET_FIELDS | STOP_FIELDS | LATER_FIELDS, "a setting the loop reads is not in its key"
+    assert dataclasses.replace(hp, v_init="gradient").target_dict() == hp.target_dict() | {"v_init": "gradient"}
     for name, value in (("lam_per_dff", 3.0), ("layers", [1, 8]), ("stats_tokens", 5), ("ridge", 1.0), ("rounds", 3)):
         assert dataclasses.replace(hp, **{name: value}).target_dict() == hp.target_dict()  # one optimisation, reused
+
+
+def test_gradient_init_takes_one_normalised_step_to_a_share_of_the_clamp(bpe):
+    model = tiny_model("llama", bpe)
+    arch = get_arch(model)
+    hp = MemitHyperParams(v_num_grad_steps=2, v_lr=0.5, clamp_norm_factor=2.0, v_loss_threshold=0.0)
+    adam = compute_targets(model, bpe, arch, REQS, 2, PREFIXES, hp, progress=False)
+    hp.v_init, hp.v_init_scale = "gradient", 0.25
+    grad = compute_targets(model, bpe, arch, REQS, 2, PREFIXES, hp, progress=False)
+    torch.testing.assert_close(grad.h, adam.h)  # the hidden state before any δ
+    step, first = grad.z - grad.h, adam.z - adam.h  # the first step of each (the second pass only measures)
+    torch.testing.assert_close(step.norm(dim=1), 0.25 * 2.0 * grad.h.norm(dim=1))
+    assert not torch.allclose(first.norm(dim=1), step.norm(dim=1))
+    # the same descent direction as Adam's first step, which is the gradient's sign
+    assert (torch.nn.functional.cosine_similarity(step, first, dim=1) > 0.5).all()
+    hp.v_init = "random"
+    with pytest.raises(ValueError, match="v_init must be zero or gradient"):
+        compute_targets(model, bpe, arch, REQS, 2, PREFIXES, hp, progress=False)

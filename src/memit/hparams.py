@@ -16,6 +16,7 @@ from pathlib import Path
 # Grouping requests into chunks (batch_tokens) changes nothing but the float summation order.
 TARGETS = {"targets": "always"}
 STOPS = {"targets": "unless the paper's rule"}  # paper: the keys stay as they were before stopping rules
+LATER = {"targets": "when not the default"}  # added later: at their defaults, earlier caches stay valid
 
 
 @dataclass
@@ -31,6 +32,11 @@ class MemitHyperParams:
     kl_factor: float = field(default=0.0625, metadata=TARGETS)
     v_weight_decay: float = field(default=0.5, metadata=TARGETS)
     clamp_norm_factor: float = field(default=0.75, metadata=TARGETS)  # ROME passes its own here
+    # δ's start: "zero" (the paper's) or "gradient": one step along the normalised gradient of the
+    # loss at δ = 0, to v_init_scale of the clamp, before Adam goes on (UltraEdit's closed-form
+    # targets take such a step); fewer steps when the first direction is already a good one.
+    v_init: str = field(default="zero", metadata=LATER)
+    v_init_scale: float = field(default=0.5, metadata=LATER)
     # When each request's optimisation stops (targets.py): "paper" (loss below v_loss_threshold,
     # or the step cap) or "margin" (every target token top-1 by stop_margin nats in every prompt
     # row; or δ at the clamp with its margin gaining < plateau_gain over plateau_steps steps).
@@ -104,6 +110,8 @@ class MemitHyperParams:
         adds): the key of the target-vector cache, so runs that differ only in λ, the first layers,
         the preservation term or the statistics reuse one optimisation."""
         fields_ = TARGET_FIELDS | (STOP_FIELDS if self.stop != "paper" else set())  # paper: the keys stay as they were
+        defaults = MemitHyperParams()
+        fields_ |= {k for k in LATER_FIELDS if getattr(self, k) != getattr(defaults, k)}
         return {k: v for k, v in asdict(self).items() if k in fields_}
 
     @classmethod
@@ -127,6 +135,7 @@ class MemitHyperParams:
 
 TARGET_FIELDS = frozenset(f.name for f in fields(MemitHyperParams) if f.metadata == TARGETS)
 STOP_FIELDS = frozenset(f.name for f in fields(MemitHyperParams) if f.metadata == STOPS)
+LATER_FIELDS = frozenset(f.name for f in fields(MemitHyperParams) if f.metadata == LATER)
 
 PRESETS: dict[str, MemitHyperParams] = {
     # The paper's settings (docs/algorithm.md §1–2).

@@ -241,6 +241,8 @@ def _optimise(model, arch, chunk: _Chunk, reqs, hp, rec: dict[str, list], bar):
     clamp, stop reason and margin are written."""
     if hp.stop not in ("paper", "margin"):
         raise ValueError(f"stop must be paper or margin, not {hp.stop!r}")
+    if hp.v_init not in ("zero", "gradient"):
+        raise ValueError(f"v_init must be zero or gradient, not {hp.v_init!r}")
     k = len(reqs)
     device = chunk.ids.device
     d_model = model.get_output_embeddings().weight.shape[1]
@@ -289,8 +291,11 @@ def _optimise(model, arch, chunk: _Chunk, reqs, hp, rec: dict[str, list], bar):
             m[idx] = beta1 * m[idx] + (1 - beta1) * g
             v[idx] = beta2 * v[idx] + (1 - beta2) * g * g
             t = step + 1
-            upd = delta[idx] - hp.v_lr * (m[idx] / (1 - beta1 ** t)) / ((v[idx] / (1 - beta2 ** t)).sqrt() + eps)
             limit = hp.clamp_norm_factor * h[idx].norm(dim=1)
+            if step == 0 and hp.v_init == "gradient":  # one normalised gradient step, to a share of the clamp
+                upd = -hp.v_init_scale * limit[:, None] * g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            else:
+                upd = delta[idx] - hp.v_lr * (m[idx] / (1 - beta1 ** t)) / ((v[idx] / (1 - beta2 ** t)).sqrt() + eps)
             norm = upd.norm(dim=1)
             over = norm > limit
             delta[idx] = torch.where(over[:, None], upd * (limit / norm)[:, None], upd)
