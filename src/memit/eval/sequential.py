@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from memit.eval.metrics import known_fact_hits, retention_summary
@@ -100,8 +101,8 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     stats = sequence_stats(model, tokenizer, hp, progress)  # before the replay: the unedited model's
     applied = journal.replay(model)
     try:
-        _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
-                 applied, ppl_corpus, ppl_tokens, progress, known, max_batches, stats, generate, score_every)
+        _batches(_Sequence(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
+                           applied, stats, known, ppl_corpus, ppl_tokens, progress, max_batches, generate, score_every))
     finally:
         for delta in reversed(applied):  # bit-exact, last edit first
             delta.revert(model)
@@ -117,38 +118,64 @@ def _point(model, tokenizer, cases: list[Case], edits: int, dataset: str, ppl_co
     return point
 
 
-def _batches(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result, applied,
-             ppl_corpus, ppl_tokens, progress, known, max_batches, stats, generate, score_every) -> None:
+@dataclass
+class _Sequence:
+    """What one sequence run edits and scores, in one record instead of a long argument list."""
+    model: object
+    tokenizer: object
+    cases: list[Case]
+    dataset: str
+    method: str
+    hp: MemitHyperParams
+    batch_size: int
+    out_file: Path
+    journal: Journal
+    base: str  # the unedited model's fingerprint
+    result: dict
+    applied: list  # the Deltas on the model, in order
+    stats: dict | None
+    known: list[dict]
+    ppl_corpus: str | None
+    ppl_tokens: int
+    progress: bool
+    max_batches: int | None
+    generate: tuple[str, ...]
+    score_every: int
+
+
+def _batches(seq: _Sequence) -> None:
     """Batch b is edited unless the journal already holds it, then scored (when it is a k-th batch
     or the last) unless the result file already has its point (a crash between the two leaves an
     edited but unscored batch)."""
-    edited, last = 0, -(-len(cases) // batch_size) - 1
+    s, result = seq, seq.result
+    edited, last = 0, -(-len(s.cases) // s.batch_size) - 1
     for b in range(last + 1):
         edit_s = None
-        if b >= len(journal.steps):
-            if max_batches is not None and edited >= max_batches:
+        if b >= len(s.journal.steps):
+            if s.max_batches is not None and edited >= s.max_batches:
                 return
             edited += 1
-            batch = cases[b * batch_size: (b + 1) * batch_size]
+            batch = s.cases[b * s.batch_size: (b + 1) * s.batch_size]
             t = time.perf_counter()
-            delta = run(method, model, tokenizer, [c.request for c in batch], hp, prior=journal.prior(),
-                        progress=progress, checkpoint=cache_dir() / "targets", stats=stats)  # a batch cut short resumes
-            applied.append(delta)
-            journal.append(base, delta)
+            delta = run(s.method, s.model, s.tokenizer, [c.request for c in batch], s.hp, prior=s.journal.prior(),
+                        progress=s.progress, checkpoint=cache_dir() / "targets", stats=s.stats)  # a cut batch resumes
+            s.applied.append(delta)
+            s.journal.append(s.base, delta)
             edit_s = time.perf_counter() - t
             result.setdefault("batch_edit_s", {})[str(b)] = edit_s
-            write_json(out_file, result)
-        so_far = cases[: (b + 1) * batch_size]
-        if ((b + 1) % score_every == 0 or b == last) and result["points"][-1]["edits"] < len(so_far):
-            point = _point(model, tokenizer, so_far, len(so_far), dataset, ppl_corpus, ppl_tokens,
-                           generate if b == last else ())
+            write_json(s.out_file, result)
+        so_far = s.cases[: (b + 1) * s.batch_size]
+        if ((b + 1) % s.score_every == 0 or b == last) and result["points"][-1]["edits"] < len(so_far):
+            point = _point(s.model, s.tokenizer, so_far, len(so_far), s.dataset, s.ppl_corpus, s.ppl_tokens,
+                           s.generate if b == last else ())
             point["edit_s"] = edit_s  # this batch's edit; batch_edit_s has every batch's
-            if known:
-                point["retention"] = retention_summary(result["known_unedited"], known_fact_hits(model, tokenizer, known))
+            if s.known:
+                point["retention"] = retention_summary(result["known_unedited"],
+                                                       known_fact_hits(s.model, s.tokenizer, s.known))
             result["points"].append(point)
-            write_json(out_file, result)
-            if progress:
+            write_json(s.out_file, result)
+            if s.progress:
                 keys = [k for k, v in point.items() if isinstance(v, float) and k != "edit_s"]
                 kept = (point.get("retention") or {}).get("kept")
                 kept = f"  known facts kept {kept:.1f}" if kept is not None else ""
-                print(f"{method}: {point['edits']} edits: " + "  ".join(f"{k} {point[k]:.1f}" for k in keys) + kept)
+                print(f"{s.method}: {point['edits']} edits: " + "  ".join(f"{k} {point[k]:.1f}" for k in keys) + kept)
