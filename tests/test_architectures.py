@@ -9,6 +9,7 @@ from memit import hooks
 from memit.hparams import MemitHyperParams
 from memit.methods.memit import compute_keys
 from memit.models.arch import ARCHS, UnsupportedModelError, as_math, get_arch, out_weight
+from memit.postnorm import pre_norm_change
 from memit.stats import second_moments
 from memit.tokens import encode_filled
 
@@ -42,8 +43,13 @@ def test_one_edit_maps_key_to_intended_value(model_type, bpe, corpus_file):
     key1, val1, block1 = _at_subject(model, bpe, arch, layer)
     z = delta.aux["targets"].z[0]
     torch.testing.assert_close(key1, key0)  # the key is read before the edited weight
-    # W_out k moved by exactly the residual z − h (λ → 0, one request, one layer).
-    torch.testing.assert_close(val1 - val0, z - block0, rtol=1e-3, atol=1e-4)
+    # W_out k moved by exactly the residual z − h (λ → 0, one request, one layer); after a norm on
+    # the MLP output (Gemma 2/3), by the change that the norm turns into it (postnorm.py).
+    want = z - block0
+    if model_type in POST_NORM:
+        norm = model.get_submodule(arch.post_mlp_norm_name(layer))
+        want = pre_norm_change(norm, val0[:, None].double(), want[:, None].double())[:, 0].float()
+    torch.testing.assert_close(val1 - val0, want, rtol=1e-3, atol=1e-4)
     if model_type not in POST_NORM:
         torch.testing.assert_close(block1, z, rtol=1e-3, atol=1e-4)
     assert not torch.equal(out_weight(model, arch, layer), delta.original(arch.mlp_out_name(layer) + ".weight"))

@@ -26,6 +26,7 @@ from memit.hparams import MemitHyperParams, default_hparams
 from memit.lowrank import LowRank
 from memit.methods.ridge import RidgeMatchNorm
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
+from memit.postnorm import pre_norm_change
 from memit.progress import tqdm
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
 from memit.stats import stats_for
@@ -234,6 +235,9 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             weight = weights.read(model, name)  # wherever it lives, offloaded included
             dev = weights.execution_device(model, name)  # the layer's own device; the model is never gathered
             dev = dev if dev.type != "mps" else torch.device("cpu")  # MPS: no float64
+            if arch.post_mlp_norm:  # Gemma 2/3: the change the norm after the MLP turns into resid
+                y = as_math(weight, arch).to(dev).double() @ keys.to(dev).double()
+                resid = pre_norm_change(model.get_submodule(arch.post_mlp_norm_name(layer)), y, resid.to(dev).double())
             lr = (solver or _memit_solve)(layer, resid.to(dev), keys.to(dev), stats[layer].to(dev), lam)
             lr = lr.stored_as(arch.conv1d)
             upd = lr.dense()

@@ -26,6 +26,10 @@ class Arch:
     attn: str = "self_attn"  # attention module inside a block (causal tracing)
     mlp: str = "mlp"  # MLP module inside a block (causal tracing)
     softcap_key: str | None = None  # config key of a final logit soft-cap, if any
+    post_mlp_norm: str | None = None  # a norm applied to the MLP output of block {} before the residual add
+
+    def post_mlp_norm_name(self, layer: int) -> str | None:
+        return self.post_mlp_norm.format(layer) if self.post_mlp_norm else None
 
     def mlp_out_name(self, layer: int) -> str:
         return self.mlp_out.format(layer)
@@ -80,11 +84,13 @@ ARCHS: dict[str, Arch] = {
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
-    # Gemma 2/3 put a norm after the MLP: W_out k is then only approximately the change
-    # added to the residual stream; the layer-by-layer re-measurement of the residual absorbs it.
+    # Gemma 2/3 normalise the MLP output before adding it to the residual stream: the edit asks
+    # each layer for the change that the norm turns into the wanted one (postnorm.py).
     "gemma": _LLAMA_LIKE,
-    "gemma2": replace(_LLAMA_LIKE, softcap_key="final_logit_softcapping"),
-    "gemma3_text": replace(_LLAMA_LIKE, softcap_key="final_logit_softcapping"),
+    "gemma2": replace(_LLAMA_LIKE, softcap_key="final_logit_softcapping",
+                      post_mlp_norm="model.layers.{}.post_feedforward_layernorm"),
+    "gemma3_text": replace(_LLAMA_LIKE, softcap_key="final_logit_softcapping",
+                           post_mlp_norm="model.layers.{}.post_feedforward_layernorm"),
 }
 
 

@@ -1,0 +1,59 @@
+"""Gemma 2/3's norm after the MLP: each layer is asked for the change the norm turns into the
+wanted residual change, and an edit then gets there without blowing up the weights."""
+
+import torch
+from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+import memit
+from helpers import tiny_model
+from memit.hparams import MemitHyperParams
+from memit.postnorm import pre_norm_change
+
+
+def test_the_normalised_output_moves_by_the_reachable_part_of_the_asked_change():
+    """An RMSNorm's outputs all have one γ-weighted rms: of a change r, only the part along that
+    surface can be made, and that part is made, exactly to first order."""
+    torch.manual_seed(0)
+    for norm in (Gemma3RMSNorm(16), LlamaRMSNorm(16)):  # scale 1 + w, and scale w
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(16) * 0.3 + (0.0 if isinstance(norm, Gemma3RMSNorm) else 1.0))
+        norm.double()
+        y = torch.randn(16, 3, dtype=torch.float64) * 5
+        out = norm(y.T).T
+        gamma = norm(torch.ones(1, 16, dtype=torch.float64))[0][:, None]
+        a = out / gamma  # rms 1 in every column
+        for scale in (1e-3, 1e-2):
+            r = torch.randn(16, 3, dtype=torch.float64) * scale * out.norm(dim=0)
+            reachable = r - out * (a * r / gamma).mean(0, keepdim=True)
+            got = norm((y + pre_norm_change(norm, y, r)).T).T - out
+            assert ((got - reachable).norm(dim=0) / r.norm(dim=0)).max() < 20 * scale
+            naive = norm((y + r).T).T - out  # what the plain solve asks for
+            assert ((naive - reachable).norm(dim=0) / r.norm(dim=0)).min() > 0.5
+
+
+def test_a_gemma3_edit_moves_towards_its_targets_with_a_small_update(bpe, corpus_file, monkeypatch):
+    import dataclasses
+
+    import memit.models.arch as arch_mod
+
+    reqs = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome"),
+            memit.EditRequest("Everyone knows {} plays the", "Toko Yasuda", "piano")]
+    hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=5, v_lr=0.5, prefixes=["Because of it. "],
+                          stats_corpus=corpus_file, stats_tokens=1024, stats_seq_len=32, lam=1.0)
+    def edited(model):
+        delta = memit.edit(model, bpe, reqs, hp, progress=False)
+        delta.revert(model)
+        return delta.meta["layers_info"][0]["resid_norm"], delta.meta["resid_after"], \
+            max(x["delta_rel_norm"] for x in delta.meta["layers_info"])
+
+    model = tiny_model("gemma3_text", bpe)
+    with torch.no_grad():  # a trained model's post-MLP norms are far from the identity
+        for layer in model.model.layers:
+            layer.post_feedforward_layernorm.weight.uniform_(-0.9, 2.0)
+    first, after, worst = edited(model)
+    assert after < 0.8 * first and worst < 1  # towards the targets, with a modest change
+    plain = dataclasses.replace(arch_mod.ARCHS["gemma3_text"], post_mlp_norm=None)
+    monkeypatch.setitem(arch_mod.ARCHS, "gemma3_text", plain)  # the solve that ignores the norm
+    first, after, worst = edited(model)
+    assert after > first and worst > 10  # further from the targets, and the weights blown up
