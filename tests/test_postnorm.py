@@ -30,6 +30,11 @@ def test_the_normalised_output_moves_by_the_reachable_part_of_the_asked_change()
             assert ((got - reachable).norm(dim=0) / r.norm(dim=0)).max() < 20 * scale
             naive = norm((y + r).T).T - out  # what the plain solve asks for
             assert ((naive - reachable).norm(dim=0) / r.norm(dim=0)).min() > 0.5
+    norm = Gemma3RMSNorm(16).double()
+    with torch.no_grad():
+        norm.weight[:3] = -1.0  # scale 1 + w = 0: those channels are always 0
+    change = pre_norm_change(norm, y, torch.randn(16, 3, dtype=torch.float64))
+    assert torch.isfinite(change).all() and norm((y + change).T).T[:3].abs().max() == 0
 
 
 def test_a_gemma3_edit_moves_towards_its_targets_with_a_small_update(bpe, corpus_file, monkeypatch):

@@ -8,7 +8,8 @@ change still missing, and the update grows from layer to layer until the model b
 on Gemma 3 270M: ‖ΔW‖/‖W‖ above 50 at the last edited layer). Instead, each layer is asked for the
 change of y whose *normalised* output moves by R: with out = norm(y), the wanted output is
 out + R; dividing by γ gives the direction y must take, and y keeps its own rms, which the norm
-ignores anyway. To first order in R this is exact.
+ignores anyway. The part of R that the norm can produce is produced, exactly to first order; a
+channel whose scale γ is zero (Gemma 3 270M has some) cannot be moved and is left as it is.
 """
 
 from __future__ import annotations
@@ -28,5 +29,7 @@ def pre_norm_change(norm: torch.nn.Module, y: torch.Tensor, resid: torch.Tensor)
         def rms(x: torch.Tensor) -> torch.Tensor:
             return x.pow(2).mean(0, keepdim=True).sqrt()
 
-        want = (out + resid) / gamma[:, None]
+        # a channel the norm scales by (nearly) zero stays 0 whatever y does: keep it where it is
+        live = gamma.abs() > 1e-6 * gamma.abs().max()
+        want = torch.where(live[:, None], (out + resid) / torch.where(live, gamma, 1)[:, None], y / rms(y))
         return want / rms(want) * rms(y) - y
