@@ -22,6 +22,7 @@ import torch
 
 from memit import progress, weights
 from memit.delta import Delta
+from memit.demo import greedy
 from memit.eval.metrics import target_nll
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
@@ -262,10 +263,6 @@ def _step_view(h: dict) -> dict:
 @torch.no_grad()
 def _look(model, tokenizer, prompt: str, k: int, max_new_tokens: int) -> dict:
     enc = tokenizer(prompt, return_tensors="pt").to(input_device(model))
-    probs = model(**enc).logits[0, -1].float().softmax(-1)
-    top = probs.topk(k)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    text = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return {"text": text, "top": [{"token": tokenizer.decode([int(i)]), "p": float(p)}
+    top = model(**enc).logits[0, -1].float().softmax(-1).topk(k)
+    return {"text": greedy(model, tokenizer, prompt, max_new_tokens), "top": [{"token": tokenizer.decode([int(i)]), "p": float(p)}
                                   for p, i in zip(top.values, top.indices)]}
