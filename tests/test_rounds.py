@@ -130,3 +130,14 @@ def test_cli_ends_with_the_count_and_writes_the_report(bpe, corpus_file, tmp_pat
     assert load_delta(tmp_path / "e.safetensors").meta["verification"] == {
         k: report[k] for k in ("held", "failed", "rounds_used")}
     assert main([*args, "--delta", str(tmp_path / "e.safetensors")]) == 2  # the delta and its report are kept
+
+
+def test_failure_reason_names_a_method_without_target_vectors_and_a_missing_margin(bpe):
+    from memit.verify import failure_reason
+
+    req = [memit.EditRequest("{} speaks", "Danielle", "French")]
+    assert failure_reason(bpe, req, 0, {}, 1.0) == "the update did not make it hold"  # FT: no target vectors
+    assert failure_reason(bpe, req, 0, {"stop": "cap", "margin": None}, 1.0) == \
+        "its target vector stopped by cap, short of 1"
+    assert failure_reason(bpe, req, 0, {"stop": "plateau", "margin": 0.25}, 1.0) == \
+        "its target vector stopped by plateau at margin 0.25, short of 1"

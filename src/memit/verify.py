@@ -51,8 +51,11 @@ def failure_reason(tokenizer, requests: list[EditRequest], i: int, target: dict,
     if said != r.target_new.strip():
         return f"target {r.target_new!r} tokenizes as {said!r}"
     stop, margin = target.get("stop"), target.get("margin")
+    if stop is None:  # a method without target vectors (fine-tuning)
+        return "the update did not make it hold"
     if stop_margin is not None and stop != "margin":
-        return f"its target vector stopped by {stop} at margin {margin:.2f}, short of {stop_margin:g}"
+        at = f" at margin {margin:.2f}" if margin is not None else ""
+        return f"its target vector stopped by {stop}{at}, short of {stop_margin:g}"
     if stop_margin is None and stop == "cap":
         return f"its target vector ran to the step cap (loss {target.get('loss', float('nan')):.2f})"
     return "its target vector held, but the update at the edited layers did not carry it"

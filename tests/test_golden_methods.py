@@ -1,0 +1,20 @@
+"""Every method writes exactly the delta it wrote when tests/golden/methods.safetensors was made:
+a change of the edit pipeline that alters one bit of any method's output fails here."""
+
+import torch
+
+from golden.make_methods import __file__ as golden_script
+from golden.make_methods import golden_deltas
+from memit.files import load_tensors
+
+
+def test_every_method_gives_the_stored_delta_bit_for_bit():
+    stored, meta = load_tensors(golden_script.replace("make_methods.py", "methods.safetensors"))
+    got = golden_deltas()
+    assert sorted(got) == sorted(stored)
+    exact = meta.get("torch") == torch.__version__  # another torch build may sum in another order
+    for name, w in got.items():
+        if exact:
+            assert torch.equal(w, stored[name]), f"{name} differs from the golden delta (commit {meta['commit']})"
+        else:
+            assert torch.allclose(w, stored[name], rtol=1e-4, atol=1e-6), name
