@@ -27,7 +27,7 @@ BASE = f"memit eval --dataset counterfact --data {CF}"
 
 # name → (arguments after BASE, result file). Ordered by what the page needs first.
 RUNS: dict[str, tuple[str, str]] = {
-    "cov-100": (f"--n 100 {PPL} --retention ../shared/data/known_1000.json --out {{res}}/preservation/cov",
+    "cov-100": (f"--n 100 {PPL} --diagnostics full --retention ../shared/data/known_1000.json --out {{res}}/preservation/cov",
                 "preservation/cov/counterfact_memit_n100.json"),
     "identity-100": ((f"--n 100 {PPL} --match-norm {{res}}/preservation/cov/counterfact_memit_n100.json "
                      "--out {res}/preservation/identity"), "preservation/identity/counterfact_memit_n100.json"),
@@ -37,9 +37,9 @@ RUNS: dict[str, tuple[str, str]] = {
                             f"lambda/{lam}/counterfact_memit_n100.json") for lam in (100, 1000, 15000, 100000)},
     **{f"random{seed}-100": (f"--n 100 --sample random --seed {seed} --out {{res}}/random",
                              f"random/counterfact_memit_n100_random{seed}.json") for seed in (1, 2, 3)},
-    "cov-500": ("--n 500 --no-fluency --out {res}/stability", "stability/counterfact_memit_n500.json"),
+    "cov-500": ("--n 500 --no-fluency --diagnostics full --out {res}/stability", "stability/counterfact_memit_n500.json"),
     # N = 1,000: about 1.5 h of target optimisation on 2 CPU cores, shared by the four runs
-    "cov-1000": (f"--n 1000 {PPL} --retention ../shared/data/known_1000.json --out {{res}}/n1000/cov",
+    "cov-1000": (f"--n 1000 {PPL} --diagnostics full --retention ../shared/data/known_1000.json --out {{res}}/n1000/cov",
                  "n1000/cov/counterfact_memit_n1000.json"),
     "oracle-1000": ("--n 1000 --layers 0,1,2,3,4,5 --out {res}/n1000/oracle", "n1000/oracle/counterfact_memit_n1000.json"),
     "identity-1000": ((f"--n 1000 {PPL} --match-norm {{res}}/n1000/cov/counterfact_memit_n1000.json "

@@ -7,7 +7,7 @@ import memit
 from helpers import ALL_TYPES, tiny_model
 from memit import hooks
 from memit.hparams import MemitHyperParams
-from memit.methods.memit import compute_keys
+from memit.keys import compute_keys
 from memit.models.arch import ARCHS, UnsupportedModelError, as_math, get_arch, out_weight
 from memit.postnorm import pre_norm_change
 from memit.stats import second_moments

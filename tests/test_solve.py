@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from memit.methods.memit import solve_update
+from memit.methods.solver import solve_update
 
 
 def test_update_matches_numpy_normal_equations():
@@ -50,7 +50,8 @@ def _edit_one_layer(bpe, corpus_file, preservation, lam):
     import memit
     from helpers import tiny_model
     from memit.hparams import MemitHyperParams
-    from memit.methods.memit import compute_keys, edit
+    from memit.keys import compute_keys
+    from memit.methods.memit import edit
     from memit.models.arch import as_math, get_arch
 
     reqs = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome"),
@@ -110,7 +111,7 @@ def test_ridge_matched_norm_is_plain_ridge_at_the_lambda_that_gives_the_norm():
     full = resid @ np.linalg.pinv(keys)  # the largest ridge change (λ → 0)
     want = 0.3 * np.linalg.norm(full)
     solve = RidgeMatchNorm({4: want})
-    got = solve(4, torch.tensor(resid), torch.tensor(keys), torch.eye(12, dtype=torch.float64), 99.0).dense().numpy()
+    got = solve.solve(4, torch.tensor(resid), torch.tensor(keys), torch.eye(12, dtype=torch.float64), 99.0).dense().numpy()
     lam = solve.lams[4]
     assert np.linalg.norm(got) == pytest.approx(want, rel=1e-9)
     expected = resid @ keys.T @ np.linalg.inv(lam * np.eye(12) + keys @ keys.T)  # independent numpy ridge
@@ -119,7 +120,7 @@ def test_ridge_matched_norm_is_plain_ridge_at_the_lambda_that_gives_the_norm():
         np.linalg.cond(lam * np.eye(12) + keys @ keys.T), rel=1e-6)
     # a budget above the minimum-norm change cannot be spent: λ = 0, the edits met exactly
     big = RidgeMatchNorm({4: 10 * np.linalg.norm(full)})
-    np.testing.assert_allclose(big(4, torch.tensor(resid), torch.tensor(keys), None, 1.0).dense().numpy(), full, atol=1e-9)
+    np.testing.assert_allclose(big.solve(4, torch.tensor(resid), torch.tensor(keys), None, 1.0).dense().numpy(), full, atol=1e-9)
     assert big.lams[4] == 0.0
 
 

@@ -78,6 +78,9 @@ def _hparam_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, help="verify every fact and edit again those that do not hold, "
                    "up to this many rounds in all (1: verify only)")
     p.add_argument("--ridge", type=float, help="norm term λ_I·I on the update, λ_I = RIDGE · λ · tr(C₀)/d_ff")
+    p.add_argument("--diagnostics", choices=["cheap", "full"],
+                   help="per-layer diagnostics: cheap (default: ‖ΔW‖/‖W‖, cond, text change, key overlap) or full, "
+                        "which adds the spectra and the overlap of update directions (more eigendecompositions)")
     p.add_argument("--sequential-stats", choices=["current", "base"],
                    help="batch after batch (--journal, --batch-size): C₀ of the model as each batch finds it "
                         "(current, default) or of the unedited model, as MEMIT's and AlphaEdit's code keep it (base)")
@@ -119,7 +122,7 @@ def _hparams(args, model):
         hp.preservation, hp.match_rel_norms = "identity", _reference_norms(args.match_norm, hp.layers)
     if args.sequential_stats:
         hp.sequential_stats = args.sequential_stats
-    for name in ("stop", "stop_margin", "rounds", "ridge"):
+    for name in ("stop", "stop_margin", "rounds", "ridge", "diagnostics"):
         if getattr(args, name) is not None:
             setattr(hp, name, getattr(args, name))
     if hp.rounds < 1:

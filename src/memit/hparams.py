@@ -95,6 +95,11 @@ class MemitHyperParams:
     # every batch), or of the unedited model the sequence started from ("base"), which is what
     # MEMIT's and AlphaEdit's own code do: they compute C₀ and P once and keep them.
     sequential_stats: str = "current"
+    # Per-layer diagnostics in the delta's metadata: "cheap" (‖ΔW‖/‖W‖, cond, text change, key
+    # overlap) or "full", which adds what the review of the paper asks for: the spectra of the
+    # system and of KKᵀ, and how much the update directions of different requests overlap. Those
+    # take more eigendecompositions and solves per layer, which at large N cost minutes.
+    diagnostics: str = "cheap"
 
     def rome_layer(self) -> int:
         return self.single_layer if self.single_layer is not None else self.layers[(len(self.layers) - 1) // 2]
@@ -110,8 +115,7 @@ class MemitHyperParams:
         adds): the key of the target-vector cache, so runs that differ only in λ, the first layers,
         the preservation term or the statistics reuse one optimisation."""
         fields_ = TARGET_FIELDS | (STOP_FIELDS if self.stop != "paper" else set())  # paper: the keys stay as they were
-        defaults = MemitHyperParams()
-        fields_ |= {k for k in LATER_FIELDS if getattr(self, k) != getattr(defaults, k)}
+        fields_ |= {f.name for f in fields(self) if f.name in LATER_FIELDS and getattr(self, f.name) != f.default}
         return {k: v for k, v in asdict(self).items() if k in fields_}
 
     @classmethod

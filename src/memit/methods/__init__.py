@@ -1,62 +1,82 @@
-"""Editing methods. All share requests, target vectors, keys and statistics, and return a Delta."""
+"""Editing methods. All share requests, target vectors, keys and statistics, and return a Delta.
+
+``METHODS`` is the one list of them: the CLI's ``--method``, ``memit eval``, the playground and
+docs/methods.md (a test keeps its table in step) read it. A method is one function that makes
+one round of an edit; the closed-form ones are methods/memit.py's pipeline with their own Solver
+(methods/solver.py). ``run`` adds what every method gets: verification, and re-edit rounds for
+the methods whose update can keep the keys of the rounds before.
+"""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from memit.delta import Delta
 from memit.hparams import MemitHyperParams
 from memit.methods import ft, rome, sequential
-from memit.methods.memit import EditError, edit, solve_update
+from memit.methods.memit import EditError, edit
 from memit.methods.rounds import edit_in_rounds
+from memit.methods.solver import Solver, solve_update
 from memit.requests import EditRequest
 
-METHODS = ("memit", "rome", "ft", "ft-w", "memit-seq", "alphaedit", "emmet")
-REEDIT = ("memit", "memit-seq", "alphaedit")  # the ones whose update can keep earlier keys (re-edit rounds)
+
+@dataclass(frozen=True)
+class Method:
+    """``edit(model, tokenizer, requests, hp, *, prior, progress, checkpoint, stats) -> Delta`` makes
+    one round; ``prior`` holds K_pK_pᵀ per layer of the batches (and rounds) edited before."""
+    name: str
+    edit: Callable[..., Delta]
+    summary: str
+    reedit: bool = False  # its update keeps earlier keys, so facts that fail are edited again
+
+
+def _memit(model, tokenizer, requests, hp, *, prior=None, **kw) -> Delta:
+    return edit(model, tokenizer, requests, hp, **kw)  # plain MEMIT ignores earlier batches, as in the paper
+
+
+def _emmet(model, tokenizer, requests, hp, *, prior=None, **kw) -> Delta:
+    return edit(model, tokenizer, requests, hp, solver=rome.EmmetSolve(), **kw)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("memit", _memit, "MEMIT: many facts at once, spread over a band of layers", reedit=True),
+    Method("rome", rome.edit, "ROME: one layer, one fact at a time, rank one"),
+    Method("ft", ft.edit, "FT-L: fine-tune one layer, each weight bounded"),
+    Method("ft-w", functools.partial(ft.edit, weight_decay=True), "FT-W: fine-tune one layer with weight decay"),
+    Method("emmet", _emmet, "EMMET: ROME's equality constraint for a whole batch"),
+    Method("memit-seq", sequential.edit_memit_seq, "MEMIT-seq: MEMIT that preserves earlier batches' keys",
+           reedit=True),
+    Method("alphaedit", sequential.edit_alphaedit, "AlphaEdit: the update projected on C₀'s null space",
+           reedit=True),
+]}
 
 
 def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
         prior: dict[int, torch.Tensor] | None = None, progress: bool = True, checkpoint=None,
         stats: dict[int, torch.Tensor] | None = None) -> Delta:
-    """Edit with ``method``, verify every request, and (``hp.rounds`` > 1, methods in REEDIT)
+    """Edit with ``method``, verify every request, and (``hp.rounds`` > 1, methods with ``reedit``)
     edit again the ones that do not hold. ``prior`` (K_pK_pᵀ per layer of earlier batches) is used
     by memit-seq and alphaedit; plain memit, rome and ft ignore earlier batches, as they do in the
     literature. ``stats``: C₀ per layer to use instead of the model's own (a sequence's base
     statistics); re-edit rounds use the first round's, not those of the model they edited."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    if method in REEDIT and hp.rounds > 1 and stats is None and hp.preservation == "cov":
+    m = METHODS[method]
+    if m.reedit and hp.rounds > 1 and stats is None and hp.preservation == "cov":
         from memit.stats import stats_for
 
         stats = stats_for(model, tokenizer, hp, progress=progress)
 
     def once(reqs, hp_, kk, k):
         # later rounds keep the earlier rounds' keys: memit becomes memit-seq there
-        m = "memit-seq" if method == "memit" and k > 1 else method
-        return _once(m, model, tokenizer, reqs, hp_, prior=kk, progress=progress, checkpoint=checkpoint, stats=stats)
+        edit_ = METHODS["memit-seq"].edit if method == "memit" and k > 1 else m.edit
+        return edit_(model, tokenizer, reqs, hp_, prior=kk, progress=progress, checkpoint=checkpoint, stats=stats)
 
-    return edit_in_rounds(model, tokenizer, requests, hp, once, prior=prior, reedit=method in REEDIT)
-
-
-def _once(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
-          prior: dict[int, torch.Tensor] | None = None, progress: bool = True, checkpoint=None,
-          stats: dict[int, torch.Tensor] | None = None) -> Delta:
-    if method == "memit":
-        return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint, stats=stats)
-    if method == "emmet":
-        return edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint, solver=rome.EmmetSolve(),
-                    method="emmet", stats=stats)
-    if method == "rome":
-        return rome.edit(model, tokenizer, requests, hp, progress=progress, checkpoint=checkpoint, stats=stats)
-    if method in ("ft", "ft-w"):
-        return ft.edit(model, tokenizer, requests, hp, progress=progress, weight_decay=method == "ft-w")
-    if method == "memit-seq":
-        return sequential.edit_memit_seq(model, tokenizer, requests, hp, prior=prior, progress=progress,
-                                         checkpoint=checkpoint, stats=stats)
-    if method == "alphaedit":
-        return sequential.edit_alphaedit(model, tokenizer, requests, hp, prior=prior, progress=progress,
-                                         checkpoint=checkpoint, stats=stats)
-    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    return edit_in_rounds(model, tokenizer, requests, hp, once, prior=prior, reedit=m.reedit)
 
 
-__all__ = ["METHODS", "EditError", "edit", "run", "solve_update"]
+__all__ = ["METHODS", "EditError", "Method", "Solver", "edit", "run", "solve_update"]

@@ -17,18 +17,20 @@ import math
 import torch
 
 from memit.lowrank import LowRank
+from memit.methods.solver import Solver
 
 
-class RidgeMatchNorm:
+class RidgeMatchNorm(Solver):
     """Solver for ``memit.edit``: ridge Δ = R Kᵀ(λ_l I + KKᵀ)⁻¹ with λ_l giving ‖Δ‖ = ``norms[layer]``."""
+
+    name = "memit"
 
     def __init__(self, norms: dict[int, float]):
         self.norms = norms
         self.lams: dict[int, float] = {}
         self.svals: dict[int, torch.Tensor] = {}  # singular values of each layer's keys, for ``condition``
 
-    def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
-                 ) -> LowRank:
+    def solve(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
         u, s, vh = torch.linalg.svd(keys.double(), full_matrices=False)  # keys (d_ff, n) = U S Vᵀ
         rv = resid.double() @ vh.T  # (d_model, r): the residual in the key directions
         weight = (rv ** 2).sum(0)
@@ -59,6 +61,6 @@ class RidgeMatchNorm:
         lam_l = self.lams[layer]
         return float("inf") if lam_l + smin ** 2 == 0 else (lam_l + float(s[0]) ** 2) / (lam_l + smin ** 2)
 
-    def layer_info(self, layer: int) -> dict:
+    def layer_info(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float, full: bool) -> dict:
         """λ_l and the norm asked for; λ_l = 0 means the budget was more than ridge can spend."""
         return {"lambda": self.lams[layer], "norm_asked": self.norms[layer]}

@@ -23,20 +23,22 @@ from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.lowrank import LowRank
 from memit.methods.memit import edit as memit_edit
+from memit.methods.solver import Solver
 from memit.models.arch import get_arch
 from memit.progress import tqdm
 from memit.requests import EditRequest
 from memit.stats import stats_for
 
 
-class RomeSolve:
+class RomeSolve(Solver):
     """Rank-one equality-constrained update of one request (resid and keys have one column)."""
+
+    name = "rome"
 
     def __init__(self):
         self._cond: dict[int, tuple[torch.Tensor, float]] = {}
 
-    def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
-                 ) -> LowRank:
+    def solve(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
         k = keys.double()
         u = torch.linalg.solve(c0.double(), k)  # C₀⁻¹k*, (d_ff, 1)
         return LowRank(resid.double(), u.T / (u.T @ k))
@@ -49,19 +51,19 @@ class RomeSolve:
         return seen[1]
 
 
-class EmmetSolve:
+class EmmetSolve(Solver):
     """EMMET (Gupta et al., 2024): ROME's equality constraint for a whole batch, ΔW K = R exactly
     with the smallest change in the C₀ metric: ΔW = R (KᵀC₀⁻¹K)⁻¹ KᵀC₀⁻¹. For one request it is ROME.
     It needs linearly independent keys; MEMIT's λC₀ + KKᵀ does not."""
 
-    def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
-                 ) -> LowRank:
+    name = "emmet"
+
+    def solve(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
         u = torch.linalg.solve(c0.double(), keys.double())  # C₀⁻¹K, (d_ff, n)
         m = keys.double().T @ u  # KᵀC₀⁻¹K, (n, n), symmetric
         return LowRank(resid.double(), torch.linalg.solve(m, u.T))
 
-    @staticmethod
-    def condition(layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
+    def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
         return cond_of_eigenvalues(torch.linalg.eigvalsh(keys.double().T @ torch.linalg.solve(c0.double(), keys.double())))
 
 
@@ -85,7 +87,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     solve = RomeSolve()
     try:
         for r in tqdm(requests, desc=f"ROME, layer {layer}", disable=not progress or len(requests) < 2):
-            d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=solve, method="rome", progress=False,
+            d = memit_edit(model, tokenizer, [r], hp, stats=stats, solver=solve, progress=False,
                            fingerprint=f"rome:{state.hexdigest()}", checkpoint=checkpoint)
             state.update(json.dumps(dataclasses.astuple(r), default=str).encode())
             parts.append(d.factors[name])

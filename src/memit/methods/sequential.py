@@ -24,9 +24,9 @@ from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.fingerprint import tensor_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.lowrank import LowRank
-from memit.methods.memit import EditError
+from memit.methods.memit import EditError, memit_solver
 from memit.methods.memit import edit as memit_edit
-from memit.models.arch import dims, get_arch
+from memit.methods.solver import Solver
 from memit.models.loading import cache_dir
 from memit.requests import EditRequest
 from memit.stats import stats_for
@@ -44,17 +44,8 @@ def edit_memit_seq(model, tokenizer, requests: list[EditRequest], hp: MemitHyper
                    prior: dict[int, torch.Tensor] | None = None, progress: bool = True,
                    stats: dict[int, torch.Tensor] | None = None, **kw) -> Delta:
     """MEMIT with the keys of earlier batches (``prior``: K_pK_pᵀ per layer) in the preservation term."""
-    t = time.perf_counter()
-    stats = stats if stats is not None else stats_for(model, tokenizer, hp, progress=progress)
-    spent = time.perf_counter() - t
-    lam = hp.lambda_for(dims(model, get_arch(model))[1])
-    plain = stats
-    if prior:
-        stats = {layer: c0 + prior[layer].to(c0.dtype) / lam if layer in prior else c0 for layer, c0 in stats.items()}
-    delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="memit-seq",
-                       text_stats=plain, **kw)  # text change on ordinary text alone, as for the other methods
-    delta.meta["timings"]["stats"] += spent  # found here, before the edit: counted all the same
-    return delta
+    return memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress,
+                      solver=memit_solver(hp, prior, "memit-seq"), **kw)
 
 
 def null_projector(c0: torch.Tensor, threshold: float, energy: float | None = None) -> torch.Tensor:
@@ -84,7 +75,9 @@ def null_energy(p: torch.Tensor, c0: torch.Tensor) -> float:
     return float((p * c0.double()).sum() / c0.double().trace())
 
 
-class AlphaEditSolve:
+class AlphaEditSolve(Solver):
+    name = "alphaedit"
+
     def __init__(self, projectors: dict[int, torch.Tensor], prior: dict[int, torch.Tensor] | None, alpha: float):
         self.p, self.prior, self.alpha = projectors, prior or {}, alpha
 
@@ -96,14 +89,18 @@ class AlphaEditSolve:
             kk = kk + self.prior[layer].to(k.device, torch.float64)
         return p @ kk + self.alpha * torch.eye(k.shape[0], dtype=torch.float64, device=k.device), p
 
-    def __call__(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float
-                 ) -> LowRank:
+    def solve(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
         a, p = self._system(layer, keys)
         x = torch.linalg.solve(a, p @ keys.double())  # (d_ff, n), lies in range(P); Δ = R xᵀ
         return LowRank(resid.double(), x.T)
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float:
         return float(torch.linalg.cond(self._system(layer, keys)[0]))  # 2-norm: the system is not symmetric
+
+    def layer_info(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float, full: bool) -> dict:
+        """The null space's dimension, and the share of ordinary text's key energy it holds."""
+        p = self.p[layer]
+        return {"null_dim": round(float(p.trace())), "null_energy": null_energy(p, c0)}
 
 
 def edit_alphaedit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
@@ -115,14 +112,10 @@ def edit_alphaedit(model, tokenizer, requests: list[EditRequest], hp: MemitHyper
     t = time.perf_counter()
     projectors = {layer: null_projector(stats[layer], hp.null_threshold, hp.null_energy) for layer in hp.layers}
     spent_p = time.perf_counter() - t
-    delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress, method="alphaedit",
+    delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress,
                        solver=AlphaEditSolve(projectors, prior, hp.alpha), **kw)
     delta.meta["timings"]["stats"] += spent  # found here, before the edit: counted all the same
     delta.meta["timings"]["projector"] = spent_p
-    for info in delta.meta["layers_info"]:
-        p = projectors[info["layer"]]
-        info["null_dim"] = round(float(p.trace()))
-        info["null_energy"] = null_energy(p, stats[info["layer"]])
     return delta
 
 
