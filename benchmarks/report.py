@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 from memit.eval.metrics import counterfact_strata, counterfact_summary
 from memit.eval.plots import compare_plot
+from memit.eval.results import load_result, parse_result_path
 from memit.eval.sequential import sequence_label
 from memit.hparams import MemitHyperParams, preset_for
 
@@ -19,7 +18,8 @@ RES = ROOT / "benchmarks" / "results"
 
 
 def load_results(pattern: str) -> list[dict]:
-    return [json.loads(p.read_text()) | {"_file": str(p.relative_to(ROOT))} for p in sorted(RES.glob(pattern))]
+    """The result files matching ``pattern``, in today's schema, each with the file it came from."""
+    return [load_result(p) | {"_file": str(p.relative_to(ROOT))} for p in sorted(RES.glob(pattern))]
 
 
 def fmt_ci(d: dict, k: str) -> str:
@@ -46,7 +46,7 @@ def fmt_files(runs: list[dict]) -> str:
 
 def scaling_section(dataset: str, folder: str, command: str) -> list[str]:
     runs = sorted((r for r in load_results(f"{folder}/{dataset}_memit_n*.json")
-                   if re.fullmatch(rf"{dataset}_memit_n\d+\.json", Path(r["_file"]).name)), key=lambda r: r["n"])
+                   if parse_result_path(r["_file"]).plain), key=lambda r: r["n"])
     if not runs:
         return [f"*No {dataset} results yet.*", ""]
     keys = ["ES", "PS", "NS", "Score", "GE"] if dataset == "counterfact" else ["efficacy", "paraphrase", "specificity"]
@@ -150,7 +150,7 @@ def method_label(r: dict) -> str:
     papers' settings and with settings tuned on counterfact-train."""
     hp, m = r.get("hparams", {}), r["method"]
     how = " (tuned on train)" if r.get("tuned") else " (earlier preset)"
-    if m == "ft-l":
+    if m == "ft":  # FT-L, as the ROME paper calls it
         return f"ft-l, ε {hp.get('ft_norm_bound', float('nan')):g}{how}"
     if m == "ft-w":
         return f"ft-w, lr {hp.get('ft_lr', float('nan')):g}, decay {hp.get('ft_weight_decay', float('nan')):g}{how}"
@@ -188,11 +188,11 @@ def methods_section() -> list[str]:
     have = {(r["method"], r["n"]) for r in runs}
     runs += [dict(r, shared=True) for r in load_results("review/n1000/cov/counterfact_memit_n1000.json")
              if ("memit", r["n"]) not in have]
-    order = {"memit": 0, "rome": 1, "ft-l": 2, "ft-w": 3}
+    order = {"memit": 0, "rome": 1, "ft": 2, "ft-w": 3}
     runs.sort(key=lambda r: (r["n"], order.get(r["method"], 9)))
     # the settings as the untuned FT runs recorded them, so the prose cannot drift from the files
     hp = MemitHyperParams.from_dict(
-        next((r["hparams"] for r in runs if r["method"] in ("ft-l", "ft-w") and not r.get("tuned")), runs[0]["hparams"]))
+        next((r["hparams"] for r in runs if r["method"] in ("ft", "ft-w") and not r.get("tuned")), runs[0]["hparams"]))
     mid, band = hp.rome_layer(), f"{hp.layers[0]}–{hp.layers[-1]}"
     lines = [("Command: `memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/counterfact-edit.json "
               f"--n N --method M --out benchmarks/results/methods`, M ∈ memit, rome, ft, ft-w. ROME edits layer {mid} (the "

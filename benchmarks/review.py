@@ -8,7 +8,6 @@ Every point is one ``memit eval`` command, listed once in RUNS; the page prints 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from report import SEQ_COMMAND, finished, fmt_ci, fmt_files, load_results, progr
 
 from memit.eval.metrics import counterfact_strata
 from memit.eval.plots import spectrum_plot, sweep_plot
+from memit.eval.results import load_result
 from memit.eval.sequential import sequence_label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def run(names: list[str]) -> None:
 
 def _load(name: str) -> dict | None:
     f = RES / RUNS[name][1]
-    return json.loads(f.read_text()) | {"_file": str(f.relative_to(ROOT))} if f.exists() else None
+    return load_result(f) | {"_file": str(f.relative_to(ROOT))} if f.exists() else None
 
 
 def _norm(r: dict) -> str:

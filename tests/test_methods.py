@@ -223,7 +223,7 @@ def test_every_method_runs_on_every_family(bpe, corpus_file, model_type):
     before = {n: p.clone() for n, p in model.named_parameters()}
     for method in METHODS:
         d = run(method, model, bpe, REQS[:2], hp, progress=False)
-        assert d.meta["method"] in (method, "ft-l") and d.weights
+        assert d.meta["method"] == method and d.weights
         assert all(torch.isfinite(w).all() for w in d.weights.values())
         if method in ("memit", "emmet", "memit-seq", "alphaedit"):  # the C₀-based ones say how much text moved
             assert all(info["text_change"] > 0 for info in d.meta["layers_info"]), method

@@ -441,6 +441,7 @@ def cmd_demo(args) -> None:
 def cmd_eval(args) -> None:
     import memit
     from memit.eval.plots import scaling_plot, sequence_plot
+    from memit.eval.results import ResultName, result_path
     from memit.eval.run import run_point, select
     from memit.eval.sequential import run_sequence
     from memit.requests import read_records
@@ -452,13 +453,11 @@ def cmd_eval(args) -> None:
     seed = args.seed or 0
     todo = []
     for n in args.n:
-        tag = f"_o{args.offset}" if args.offset else ""
-        tag += f"_random{seed}" if args.sample == "random" else ""
         sequential = bool(args.batch_size) and args.batch_size < n
-        tag += f"_seq{args.batch_size}" if sequential else ""
-        tag += "_basestats" if sequential and args.sequential_stats == "base" else ""  # not the same sequence
-        tag += f"_delta-{Path(args.delta).name.removesuffix('.safetensors')}" if args.delta else ""
-        file = out / f"{args.dataset}_{args.method}_n{n}{tag}.json"
+        file = result_path(out, ResultName(
+            args.dataset, args.method, n, args.offset, seed if args.sample == "random" else None,
+            args.batch_size if sequential else None, args.sequential_stats == "base",  # not the same sequence
+            Path(args.delta).name.removesuffix(".safetensors") if args.delta else None))
         if file.exists() and not args.force and not sequential:  # a sequence resumes from its journal
             print(f"{file} exists: skipped (pass --force to redo it)")
             continue

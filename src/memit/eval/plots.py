@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
+
+from memit.eval.results import load_result, parse_result_path
 
 METRICS = {"counterfact": ["ES", "PS", "NS"], "zsre": ["efficacy", "paraphrase", "specificity"]}
 
@@ -31,9 +31,9 @@ def save(fig, out: str | Path) -> Path:
 def scaling_plot(results_dir: str | Path, dataset: str, method: str = "memit") -> Path | None:
     """Each metric against N (log scale), edited solid and unedited dashed, with 95 % intervals."""
     plt = pyplot()
-    plain = re.compile(rf"{re.escape(dataset)}_{re.escape(method)}_n\d+\.json")  # not offset, random or sequential runs
-    files = sorted(f for f in Path(results_dir).glob(f"{dataset}_{method}_n*.json") if plain.fullmatch(f.name))
-    points = sorted((json.loads(f.read_text()) for f in files), key=lambda r: r["n"])
+    names = {f: parse_result_path(f) for f in Path(results_dir).glob("*.json")}
+    files = sorted(f for f, m in names.items() if m and m.dataset == dataset and m.method == method and m.plain)
+    points = sorted((load_result(f) for f in files), key=lambda r: r["n"])
     if not points:
         return None
     ns = [p["n"] for p in points]
@@ -62,7 +62,8 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
     plt = pyplot()
     from memit.eval.sequential import sequence_label  # here: that module imports the methods
 
-    runs = [json.loads(f.read_text()) for f in sorted(Path(results_dir).glob(f"{dataset}_*_seq*.json"))]
+    runs = [load_result(f) for f in sorted(Path(results_dir).glob("*.json"))
+            if (m := parse_result_path(f)) and m.dataset == dataset and m.batch_size]
     runs = [r for r in runs if len(r.get("points", [])) > 1]
     if not runs:
         return None

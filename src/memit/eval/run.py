@@ -35,6 +35,7 @@ from memit.eval.metrics import (
     zsre_summary,
 )
 from memit.eval.perplexity import perplexity
+from memit.eval.results import SCHEMA
 from memit.files import write_json
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
@@ -155,7 +156,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         delta.revert(model)
     t_eval += time.perf_counter() - t0  # scoring before and after; the unedited half is often cached
     result = {
-        "dataset": dataset, "n": len(cases), "method": delta.meta.get("method"),
+        "schema": SCHEMA, "dataset": dataset, "n": len(cases), "method": delta.meta.get("method"),
         "case_ids": [c.request.case_id for c in cases],
         "unedited": pre["summary"], "edited": post["summary"],
         "edit_wall_s": t_edit, "eval_wall_s": t_eval, **_edit_fields(delta),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from memit.eval.metrics import known_fact_hits, retention_summary
 from memit.eval.perplexity import perplexity
+from memit.eval.results import SCHEMA
 from memit.files import write_json
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
@@ -77,7 +78,7 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
     if out_file.is_file():
         result = json.loads(out_file.read_text())
     else:
-        result = {"dataset": dataset, "method": method, "n": len(cases), "batch_size": batch_size,
+        result = {"schema": SCHEMA, "dataset": dataset, "method": method, "n": len(cases), "batch_size": batch_size,
                   "case_ids": [c.request.case_id for c in cases], "hparams": hp.to_dict(), "machine": machine(),
                   "ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens, **(extra or {}), "points": []}
     subjects = {c.request.subject for c in cases}

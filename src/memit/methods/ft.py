@@ -87,7 +87,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
     with torch.no_grad():
         weights.write(model, name, (w0.float() + d.to(w0.device)).to(w0.dtype))  # exactly base + delta
     meta = {
-        "method": "ft-w" if weight_decay else "ft-l", "model_type": model.config.model_type,
+        "method": "ft-w" if weight_decay else "ft", "model_type": model.config.model_type,
         "model_fingerprint": fingerprint, "layers": [layer], "lambda": None,
         "hparams": hp.to_dict(), "n_requests": len(requests),
         "requests": [{"case_id": r.case_id, "subject": r.subject, "target_new": r.target_new, "loss": nll, "nll": nll,
