@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 import memit
+from memit.corpus import token_windows
 from memit.eval.metrics import counterfact_case_scores, counterfact_summary
 from memit.eval.run import machine
 from memit.hparams import preset_for
 from memit.models.arch import get_arch
-from memit.stats import accumulate, token_windows
+from memit.stats import accumulate
 from memit.targets_reference import reference_targets
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/counterfact/easyedit/counterfact-train.json"

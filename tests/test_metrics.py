@@ -164,8 +164,8 @@ def test_eval_points_share_the_baseline_and_the_target_vectors(bpe, corpus_file,
 
 
 def test_perplexity_is_exp_mean_next_token_nll(bpe, corpus_file):
+    from memit.corpus import token_windows
     from memit.eval.perplexity import perplexity
-    from memit.stats import token_windows
 
     model = tiny_model("gpt2", bpe)
     windows = token_windows(bpe, corpus_file, 16, 64)

@@ -8,8 +8,9 @@ import torch
 
 from helpers import tiny_model
 from memit import hooks
+from memit.corpus import CorpusError, iter_texts, token_windows
 from memit.models.arch import get_arch
-from memit.stats import CorpusError, iter_texts, second_moments, stats_path, token_windows
+from memit.stats import second_moments, stats_path
 
 
 def test_c0_is_the_mean_outer_product(bpe, corpus_file):

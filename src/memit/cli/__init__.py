@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from memit.corpus import CorpusError
     from memit.delta import DeltaError
     from memit.files import CorruptFileError
     from memit.journal import JournalError
@@ -174,7 +175,6 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from memit.models.arch import UnsupportedModelError
     from memit.models.loading import ModelLoadError
     from memit.requests import RequestError
-    from memit.stats import CorpusError
     from memit.tokens import TokenizationError
 
     return (CliError, DeltaError, CorruptFileError, JournalError, EditError, UnsupportedModelError, ModelLoadError,

@@ -6,8 +6,8 @@ import math
 
 import torch
 
+from memit.corpus import token_windows
 from memit.models.arch import get_arch, logits
-from memit.stats import token_windows
 from memit.weights import input_device
 
 
