@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from page_plots import compare_plot
+
 from memit.eval.metrics import counterfact_strata, counterfact_summary
-from memit.eval.plots import compare_plot
 from memit.eval.results import load_result, parse_result_path
 from memit.eval.sequential import sequence_label
 from memit.hparams import MemitHyperParams, preset_for

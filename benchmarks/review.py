@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from page_plots import spectrum_plot, sweep_plot
 from report import SEQ_COMMAND, finished, fmt_ci, fmt_files, load_results, progress_note, stopped_note
 
 from memit.eval.metrics import counterfact_strata
-from memit.eval.plots import spectrum_plot, sweep_plot
 from memit.eval.results import load_result
 from memit.eval.sequential import sequence_label
 
