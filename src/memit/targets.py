@@ -20,7 +20,7 @@ since more steps will not get it there. The loss threshold and the cap stay as b
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -186,8 +186,7 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
     n = len(requests)
     d_model = model.get_output_embeddings().weight.shape[1]
     z, h = torch.zeros(n, d_model), torch.zeros(n, d_model)
-    rec = {"loss": [0.0] * n, "nll": [0.0] * n, "steps": [0] * n, "clamped": [False] * n, "stop": ["cap"] * n,
-           "margin": [float("nan")] * n}  # per request, filled in as each one finishes
+    res = [_Result() for _ in range(n)]  # per request, filled in as each one finishes
     todo = []
     for i in range(n):
         found = _load(store, keys[i]) if store else None
@@ -195,10 +194,9 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
             todo.append(i)
         else:
             z[i], h[i], meta = found
-            for k, values in rec.items():
-                values[i] = meta.get(k, values[i])
+            res[i] = _Result(**{k: meta.get(k, v) for k, v in asdict(res[i]).items()})
             if "stop" not in meta:  # stored before stop reasons were recorded: the paper's rule ran
-                rec["stop"][i] = "loss" if rec["loss"][i] < hp.v_loss_threshold else "cap"
+                res[i].stop = "loss" if res[i].loss < hp.v_loss_threshold else "cap"
     rows = request_rows(tokenizer, [requests[i] for i in todo], prefixes) if todo else []
     per_req = len(rows[0]) if rows else 1
     # Requests with similar suffix lengths share a chunk, so little of each step is padding.
@@ -212,13 +210,25 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
         reqs = [todo[order[j]] for j in range(rng.start // per_req, rng.stop // per_req)]
         with torch.no_grad():
             chunk = _Chunk(model, arch, layer, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
-        z[reqs], h[reqs] = _optimise(model, arch, chunk, reqs, hp, rec, bar)
+        z[reqs], h[reqs] = _optimise(model, arch, chunk, [res[i] for i in reqs], hp, bar)
         for i in reqs if store else []:
             save_tensors(Path(store) / f"{keys[i][:32]}.safetensors", {"z": z[i], "h": h[i]},
-                         {"key": keys[i]} | {k: v[i] for k, v in rec.items()})
+                         {"key": keys[i]} | asdict(res[i]))
     bar.close()
-    return Targets(z, h, rec["loss"], rec["nll"], rec["steps"], rec["clamped"],
-                   [x < hp.v_loss_threshold for x in rec["loss"]], rec["stop"], rec["margin"], n - len(todo))
+    return Targets(z, h, [r.loss for r in res], [r.nll for r in res], [r.steps for r in res],
+                   [r.clamped for r in res], [r.loss < hp.v_loss_threshold for r in res], [r.stop for r in res],
+                   [r.margin for r in res], n - len(todo))
+
+
+@dataclass
+class _Result:
+    """How one request's optimisation ended, or stands while it runs."""
+    loss: float = 0.0
+    nll: float = 0.0
+    steps: int = 0
+    clamped: bool = False
+    stop: str | None = "cap"
+    margin: float = float("nan")
 
 
 def _load(store: str | Path, key: str) -> tuple | None:
@@ -235,15 +245,15 @@ def _load(store: str | Path, key: str) -> tuple | None:
     return tensors["z"], tensors["h"], meta
 
 
-def _optimise(model, arch, chunk: _Chunk, reqs, hp, rec: dict[str, list], bar):
+def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar):
     """Adam on one δ per request of the chunk (docs/algorithm.md §2.1); returns (z, h) for them.
-    ``reqs`` are the requests' indices in the lists of ``rec``, where each one's loss, NLL, steps,
-    clamp, stop reason and margin are written."""
+    ``results`` (one per request of the chunk) get each one's loss, NLL, steps, clamp, stop
+    reason and margin as it goes."""
     if hp.stop not in ("paper", "margin"):
         raise ValueError(f"stop must be paper or margin, not {hp.stop!r}")
     if hp.v_init not in ("zero", "gradient"):
         raise ValueError(f"v_init must be zero or gradient, not {hp.v_init!r}")
-    k = len(reqs)
+    k = len(results)
     device = chunk.ids.device
     d_model = model.get_output_embeddings().weight.shape[1]
     delta = torch.zeros(k, d_model, device=device, requires_grad=True)
@@ -271,12 +281,11 @@ def _optimise(model, arch, chunk: _Chunk, reqs, hp, rec: dict[str, list], bar):
         last = step == hp.v_num_grad_steps - 1
         going = []
         for j, i in enumerate(live):
-            r = reqs[i]
-            rec["loss"][r], rec["nll"][r], rec["steps"][r] = float(total[j].detach()), float(tok_nll[j].detach()), step + 1
-            rec["margin"][r] = float(margin[j])
-            history[i].append(rec["margin"][r])
-            rec["stop"][r] = _stop_reason(hp, rec["loss"][r], history[i], rec["clamped"][r], last)
-            going.append(rec["stop"][r] is None)
+            r = results[i]
+            r.loss, r.nll, r.steps, r.margin = float(total[j].detach()), float(tok_nll[j].detach()), step + 1, float(margin[j])
+            history[i].append(r.margin)
+            r.stop = _stop_reason(hp, r.loss, history[i], r.clamped, last)
+            going.append(r.stop is None)
         bar.update(1)
         bar.set_postfix(live=f"{len(live)}/{k}", loss=f"{float(total.detach().mean()):.3f}")
         if not any(going):
@@ -300,7 +309,7 @@ def _optimise(model, arch, chunk: _Chunk, reqs, hp, rec: dict[str, list], bar):
             over = norm > limit
             delta[idx] = torch.where(over[:, None], upd * (limit / norm)[:, None], upd)
             for j, i in enumerate(live):
-                rec["clamped"][reqs[i]] = bool(over[j])
+                results[i].clamped = bool(over[j])
     d = delta.detach()
     return (h + d).float().cpu(), h.float().cpu()
 
