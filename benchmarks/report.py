@@ -10,8 +10,7 @@ from pathlib import Path
 from page_plots import compare_plot
 
 from memit.eval.metrics import counterfact_strata, counterfact_summary
-from memit.eval.results import load_result, parse_result_path
-from memit.eval.sequential import sequence_label
+from memit.eval.results import load_result, parse_result_path, sequence_label
 from memit.hparams import MemitHyperParams, preset_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,7 @@ from page_plots import spectrum_plot, sweep_plot
 from report import SEQ_COMMAND, finished, fmt_ci, fmt_files, load_results, progress_note, stopped_note
 
 from memit.eval.metrics import counterfact_strata
-from memit.eval.results import load_result
-from memit.eval.sequential import sequence_label
+from memit.eval.results import load_result, sequence_label
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results" / "review"

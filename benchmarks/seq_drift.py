@@ -25,8 +25,9 @@ from memit import weights
 from memit.delta import load_delta
 from memit.diagnostics import text_change
 from memit.eval.plots import pyplot, save
+from memit.eval.results import sequence_label
 from memit.eval.run import machine
-from memit.eval.sequential import journaled_runs, sequence_label
+from memit.eval.sequential import journaled_runs
 from memit.hparams import MemitHyperParams, preset_for
 from memit.journal import Journal
 from memit.models.arch import as_math, get_arch

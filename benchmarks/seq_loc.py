@@ -19,8 +19,9 @@ from pathlib import Path
 import memit
 from memit.eval.metrics import bootstrap_ci, zsre_case_scores
 from memit.eval.plots import pyplot, save
+from memit.eval.results import sequence_label
 from memit.eval.run import machine
-from memit.eval.sequential import journaled_runs, sequence_label
+from memit.eval.sequential import journaled_runs
 
 ZSRE = Path(__file__).resolve().parents[2] / "shared/data/zsre/zsre_mend_eval_portability_gpt4.json"
 

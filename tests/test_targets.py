@@ -8,7 +8,7 @@ from helpers import ALL_TYPES, make_tokenizer, tiny_model
 from memit.hparams import MemitHyperParams
 from memit.models.arch import get_arch
 from memit.targets import compute_targets
-from memit.targets_reference import reference_targets
+from targets_reference import reference_targets
 
 REQS = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome"),
         memit.EditRequest("Everyone knows {} plays the", "Toko Yasuda", "piano"),

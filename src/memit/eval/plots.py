@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memit.eval.results import load_result, parse_result_path
+from memit.eval.results import load_result, parse_result_path, sequence_label
 
 METRICS = {"counterfact": ["ES", "PS", "NS"], "zsre": ["efficacy", "paraphrase", "specificity"]}
 
@@ -60,8 +60,6 @@ def sequence_plot(results_dir: str | Path, dataset: str) -> Path | None:
     """ES/PS/NS (zsRE: the accuracies) of all edits so far against the number of edits, one colour
     per method, and beside them perplexity and the known facts still known where a run measured them."""
     plt = pyplot()
-    from memit.eval.sequential import sequence_label  # here: that module imports the methods
-
     runs = [load_result(f) for f in sorted(Path(results_dir).glob("*.json"))
             if (m := parse_result_path(f)) and m.dataset == dataset and m.batch_size]
     runs = [r for r in runs if len(r.get("points", [])) > 1]

@@ -93,3 +93,10 @@ def upgrade(result: dict) -> dict:
 
 def load_result(path: str | Path) -> dict:
     return upgrade(json.loads(Path(path).read_text()))
+
+
+def sequence_label(result: dict) -> str:
+    """The name of a sequential run on plots and pages: its method, and the statistics it kept
+    when they were the unedited model's (two runs of one method differ only there)."""
+    base = result.get("hparams", {}).get("sequential_stats") == "base"
+    return result["method"] + (" (base C₀)" if base else "")

@@ -27,13 +27,6 @@ from memit.models.loading import cache_dir
 from memit.requests import Case
 
 
-def sequence_label(result: dict) -> str:
-    """The name of a sequential run on plots and pages: its method, and the statistics it kept
-    when they were the unedited model's (two runs of one method differ only there)."""
-    base = result.get("hparams", {}).get("sequential_stats") == "base"
-    return result["method"] + (" (base C₀)" if base else "")
-
-
 def journaled_runs(folders: list[str | Path]) -> Iterator[tuple[Journal, dict, int]]:
     """Each sequential run in ``folders`` that still has its journal beside it: (journal, result,
     steps the result has scored). Measurements made afterwards stop at the scored steps, so they
