@@ -148,13 +148,14 @@ def bands_section() -> list[str]:
 def method_label(r: dict) -> str:
     """A method with the settings that tell its rows apart: the fine-tuning baselines ran with the
     papers' settings and with settings tuned on counterfact-train."""
-    hp, m = r.get("hparams", {}), r["method"]
+    m = r["method"]
     how = " (tuned on train)" if r.get("tuned") else " (earlier preset)"
+    if m not in ("ft", "ft-w"):
+        return m
+    ft = MemitHyperParams.from_dict(r["hparams"]).ft
     if m == "ft":  # FT-L, as the ROME paper calls it
-        return f"ft-l, ε {hp.get('ft_norm_bound', float('nan')):g}{how}"
-    if m == "ft-w":
-        return f"ft-w, lr {hp.get('ft_lr', float('nan')):g}, decay {hp.get('ft_weight_decay', float('nan')):g}{how}"
-    return m
+        return f"ft-l, ε {ft.norm_bound:g}{how}"
+    return f"ft-w, lr {ft.lr:g}, decay {ft.weight_decay:g}{how}"
 
 
 def es_by_quarter(r: dict) -> list[float]:
@@ -197,9 +198,9 @@ def methods_section() -> list[str]:
     lines = [("Command: `memit eval --dataset counterfact --data ../shared/data/counterfact/easyedit/counterfact-edit.json "
               f"--n N --method M --out benchmarks/results/methods`, M ∈ memit, rome, ft, ft-w. ROME edits layer {mid} (the "
               f"middle of the preset's {band}) one request after another; FT-L fine-tunes layer {mid}'s MLP output within "
-              f"±{hp.ft_norm_bound:g} per entry, FT-W the same with a decay of the change ({hp.ft_weight_decay:g}) "
+              f"±{hp.ft.norm_bound:g} per entry, FT-W the same with a decay of the change ({hp.ft.weight_decay:g}) "
               "instead of the bound; both take one Adam step per pass over the N requests, "
-              f"{hp.ft_steps} passes. Those are the papers' settings, under which neither edits "
+              f"{hp.ft.steps} passes. Those are the papers' settings, under which neither edits "
               "SmolLM2; the rows marked \"tuned on train\" use the settings `benchmarks/tune_ft.py` chose on "
               "counterfact-train (`--hparams benchmarks/hparams/smollm2-135m_ft-l.json --out "
               "benchmarks/results/methods/tuned`; the sweep is below). Target-vector time 0 s: the vectors were stored "

@@ -53,7 +53,7 @@ def drift(journal: Journal, model, arch, c0: dict, steps: int) -> list[dict]:
 def stats_drift(journal: Journal, model, tok, hp: MemitHyperParams, c0: dict, steps: int, every: int) -> list[dict]:
     """Per chosen step k: ‖C₀(k) − C₀(0)‖/‖C₀(0)‖ per layer (Frobenius), C₀(k) of the model after
     steps 1..k (from the cache when the run computed it), and the number of eigenvalues below
-    ``hp.null_threshold`` in each (AlphaEdit's null space). The model is restored exactly."""
+    ``hp.alphaedit.null_threshold`` in each (AlphaEdit's null space). The model is restored exactly."""
     wanted = set(range(every, steps + 1, every)) | ({steps} if steps else set())
     out = []
     for k in journal.walk(model, steps):
@@ -62,7 +62,7 @@ def stats_drift(journal: Journal, model, tok, hp: MemitHyperParams, c0: dict, st
         c = stats_for(model, tok, hp, progress=False)
         out.append({"step": k, "edits": sum(s.get("n_requests", 0) for s in journal.steps[:k]),
                     "rel_change": {layer: float((c[layer] - c0[layer]).norm() / c0[layer].norm()) for layer in c0},
-                    "null_dim": {layer: int((torch.linalg.eigvalsh(c[layer]) < hp.null_threshold).sum())
+                    "null_dim": {layer: int((torch.linalg.eigvalsh(c[layer]) < hp.alphaedit.null_threshold).sum())
                                  for layer in c0}})
     return out
 
@@ -95,7 +95,7 @@ def main() -> None:
     hp = preset_for("smollm2-135m")
     c0 = stats_for(model, tok, hp)
     result = {"machine": machine(), "runs": {}, "statistics": {},
-              "null_dim_unedited": {layer: int((torch.linalg.eigvalsh(c) < hp.null_threshold).sum())
+              "null_dim_unedited": {layer: int((torch.linalg.eigvalsh(c) < hp.alphaedit.null_threshold).sum())
                                     for layer, c in c0.items()}}
     for journal, run, scored in journaled_runs(args.dir):
         name = sequence_label(run)

@@ -83,9 +83,7 @@ def measure(configs: Configs, results: dict, n: int, file: Path, *,
     file.write_text(json.dumps(results, indent=1))
     for name in todo:
         method, changes = configs[name]
-        hp = preset_for("smollm2-135m")
-        for k, v in changes.items():
-            setattr(hp, k, v)
+        hp = preset_for("smollm2-135m").with_changes(changes)
         t = time.perf_counter()
         delta = run(method, model, tok, reqs, hp, checkpoint=checkpoint)
         post = score(model, tok, cases)

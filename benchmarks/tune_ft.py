@@ -22,7 +22,7 @@ from pathlib import Path
 import sweep
 
 from memit.eval.plots import pyplot, save
-from memit.hparams import preset_for
+from memit.hparams import FLAT_NAMES, preset_for
 
 # SmolLM2's MLP output weights are large (rms 0.18 at layers 3–8), so ROME's 5·10⁻⁴ is 0.3 % of a
 # typical entry; the sweep goes up to about a quarter of one.
@@ -48,7 +48,8 @@ def _setting(r: dict) -> float:
 
 def value(r: dict, key: str) -> float:
     """A configuration's setting: what it changed, else the SmolLM2 preset's."""
-    return r["changes"].get(key, getattr(preset_for("smollm2-135m"), key))
+    group, name = FLAT_NAMES[key]
+    return getattr(getattr(preset_for("smollm2-135m").with_changes(r["changes"]), group), name)
 
 
 def edge_note(results: dict) -> str:

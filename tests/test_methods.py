@@ -26,7 +26,7 @@ PREFIXES = ["Because of it. ", "I said that the day was long. "]
 def _hp(corpus_file, **kw):
     base = {"layers": [1, 2], "v_num_grad_steps": 4, "v_lr": 0.2, "prefixes": PREFIXES, "stats_corpus": corpus_file,
             "stats_tokens": 2048, "stats_seq_len": 32, "ft_steps": 3, "ft_lr": 1e-2}
-    return MemitHyperParams(**(base | kw))
+    return MemitHyperParams.from_dict(base | kw)
 
 
 def _c0(model, bpe, hp, layers):
@@ -128,11 +128,11 @@ def test_alphaedit_leaves_the_preserved_subspace_unchanged(bpe, corpus_file):
     d = run("alphaedit", model, bpe, REQS, hp, prior=prior, progress=False)
     for layer in (1, 2):
         evals, vecs = torch.linalg.eigh(c0[layer])
-        kept = vecs[:, evals >= hp.null_threshold]  # P k = 0 for these keys
+        kept = vecs[:, evals >= hp.alphaedit.null_threshold]  # P k = 0 for these keys
         dw = as_math(d.weights[arch.mlp_out_name(layer) + ".weight"], arch).double()
         assert dw.norm() > 1e-6
         assert (dw @ kept).abs().max() < 1e-9 * max(1.0, float(dw.abs().max()))
-        assert d.meta["layers_info"][layer - 1]["null_dim"] == int((evals < hp.null_threshold).sum())
+        assert d.meta["layers_info"][layer - 1]["null_dim"] == int((evals < hp.alphaedit.null_threshold).sum())
 
 
 @pytest.mark.parametrize("method", ["memit-seq", "alphaedit"])

@@ -84,10 +84,11 @@ def test_sweep_runs_only_what_is_missing_and_stamps_each_run(tmp_path, monkeypat
             ran.append("reverted")
 
     class HP:
-        ft_lr = 1.0
+        def with_changes(self, changes):
+            return changes
 
     def fake_run(method, model, tok, reqs, hp, checkpoint=None):
-        ran.append((method, hp.ft_lr))
+        ran.append((method, hp["ft_lr"]))
         return FakeDelta()
 
     monkeypatch.setattr(sweep.memit, "load_model", lambda name: ("model", "tok"))

@@ -94,3 +94,15 @@ def test_memit_seq_is_memit_with_the_earlier_keys_in_its_system(bpe):
 def test_unknown_method_is_refused_by_name(bpe):
     with pytest.raises(ValueError, match="unknown method 'nope'; known: memit, rome, ft, ft-w, emmet"):
         run("nope", tiny_model("llama", bpe), bpe, REQS, _hp())
+
+
+def test_method_settings_are_groups_that_read_the_older_flat_names():
+    from memit.hparams import FtConfig
+
+    hp = MemitHyperParams.from_dict({"layers": [1], "ft": {"lr": 0.25}, "null_threshold": 1e-3, "ft_steps": 7})
+    assert hp.ft == FtConfig(lr=0.25, steps=7) and hp.alphaedit.null_threshold == 1e-3
+    assert hp.to_dict()["ft"] == {"lr": 0.25, "steps": 7, "norm_bound": 5e-4, "weight_decay": 0.5}
+    assert MemitHyperParams.from_dict(hp.to_dict()) == hp
+    assert hp.with_changes({"rome_clamp_norm_factor": 2.0}).rome.clamp_norm_factor == 2.0 and hp.rome.clamp_norm_factor == 4.0
+    with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\): ft.rate, lr"):
+        MemitHyperParams.from_dict({"ft": {"rate": 1.0}, "lr": 1.0})

@@ -9,7 +9,7 @@ import torch
 import memit
 from helpers import tiny_model
 from memit.eval.sequential import journaled_runs, run_sequence
-from memit.hparams import MemitHyperParams
+from memit.hparams import AlphaEditConfig, MemitHyperParams
 from memit.journal import JournalError
 from memit.requests import Case
 
@@ -29,7 +29,8 @@ def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, 
     import memit.eval.sequential as seq_mod
 
     hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=3, v_lr=0.2, prefixes=["I said. "],
-                          stats_corpus=corpus_file, stats_tokens=1024, stats_seq_len=32, null_threshold=1e-3)
+                          stats_corpus=corpus_file, stats_tokens=1024, stats_seq_len=32,
+                          alphaedit=AlphaEditConfig(null_threshold=1e-3))
     model = tiny_model("llama", bpe)
     before = {n: p.clone() for n, p in model.named_parameters()}
     whole = run_sequence(model, bpe, CASES, "counterfact", method, hp, 1, tmp_path / "a" / "r.json",
@@ -91,7 +92,8 @@ def test_base_statistics_keep_alphaedit_in_the_unedited_null_space(bpe, corpus_f
     from memit.stats import stats_for
 
     hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=3, v_lr=0.2, prefixes=["I said. "], stats_corpus=corpus_file,
-                          stats_tokens=1024, stats_seq_len=32, null_energy=0.05, sequential_stats="base")
+                          stats_tokens=1024, stats_seq_len=32, alphaedit=AlphaEditConfig(null_energy=0.05),
+                          sequential_stats="base")
     model = tiny_model("llama", bpe)
     c0 = stats_for(model, bpe, hp, progress=False)
     leak = {}
@@ -102,7 +104,7 @@ def test_base_statistics_keep_alphaedit_in_the_unedited_null_space(bpe, corpus_f
         journal = Journal(out.with_name("r.journal"))
         steps = [memit.delta.load_delta(journal.dir / s["delta"]) for s in journal.steps]
         name = "model.layers.2.mlp.down_proj.weight"
-        p = null_projector(c0[2], hp.null_threshold, hp.null_energy).float()
+        p = null_projector(c0[2], hp.alphaedit.null_threshold, hp.alphaedit.null_energy).float()
         leak[mode] = max(float((d.weights[name] @ (torch.eye(p.shape[0]) - p)).norm() / d.weights[name].norm())
                          for d in steps)
         assert json.loads(out.read_text())["hparams"]["sequential_stats"] == mode

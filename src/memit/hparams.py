@@ -20,6 +20,43 @@ LATER = {"targets": "when not the default"}  # added later: at their defaults, e
 
 
 @dataclass
+class RomeConfig:
+    clamp_norm_factor: float = 4.0  # ROME's target vectors may move further (docs/algorithm.md §2)
+
+
+@dataclass
+class FtConfig:
+    """FT-L (ROME paper's constrained fine-tuning): Adam on the layer's MLP output weights, the
+    change bounded elementwise by ``norm_bound``; FT-W replaces the bound by ``weight_decay``."""
+    lr: float = 5e-4
+    steps: int = 25
+    norm_bound: float = 5e-4
+    weight_decay: float = 0.5
+
+
+@dataclass
+class AlphaEditConfig:
+    """The null space of C₀ is spanned by eigenvectors with eigenvalue < ``null_threshold``
+    (AlphaEdit's value, on C₀ normalised per token as here); ``alpha`` is its ridge term α.
+
+    An absolute threshold does not carry over between models: on SmolLM2 2·10⁻² calls "null"
+    directions that hold a large share of ordinary text's key energy. With ``null_energy`` set, the
+    null space is instead the smallest eigendirections that together hold at most that share of tr C₀.
+    """
+    null_threshold: float = 2e-2
+    null_energy: float | None = None
+    alpha: float = 1.0
+
+
+# The method settings' names before they had dataclasses of their own: files written then (and the
+# sweep scripts' changes) still use them, and from_dict reads them into the groups.
+FLAT_NAMES = {"rome_clamp_norm_factor": ("rome", "clamp_norm_factor"),
+              **{f"ft_{k}": ("ft", k) for k in ("lr", "steps", "norm_bound", "weight_decay")},
+              **{k: ("alphaedit", k) for k in ("null_threshold", "null_energy", "alpha")}}
+GROUPS = {"rome": RomeConfig, "ft": FtConfig, "alphaedit": AlphaEditConfig}
+
+
+@dataclass
 class MemitHyperParams:
     layers: list[int] = field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
     # Preservation weight λ of λC₀ + KKᵀ: λ = lam_per_dff · d_ff, unless ``lam`` is given.
@@ -71,25 +108,13 @@ class MemitHyperParams:
     # With preservation "identity": ‖ΔW_l‖/‖W_l‖ per edited layer, from a reference edit; λ is
     # then chosen per layer to give exactly that change (methods/ridge.py), not taken from ``lam``.
     match_rel_norms: list[float] | None = None
-    # The other methods (``memit edit --method``); MEMIT itself ignores these.
     # ROME and FT-L change one layer: this one, or else the middle of ``layers`` (5 of 3–8, as the
     # paper's ROME on GPT-J).
     single_layer: int | None = None
-    rome_clamp_norm_factor: float = 4.0  # ROME's target vectors may move further (docs/algorithm.md §2)
-    # FT-L (ROME paper's constrained fine-tuning): Adam on the layer's MLP output weights, the
-    # change bounded elementwise by ft_norm_bound; FT-W replaces the bound by weight decay.
-    ft_lr: float = 5e-4
-    ft_steps: int = 25
-    ft_norm_bound: float = 5e-4
-    ft_weight_decay: float = 0.5
-    # AlphaEdit: the null space of C₀ is spanned by eigenvectors with eigenvalue < null_threshold
-    # (AlphaEdit's value, on C₀ normalised per token as here); alpha is its ridge term α.
-    # An absolute threshold does not carry over between models: on SmolLM2 2·10⁻² calls directions
-    # holding 21–53 % of ordinary text's key energy "null". With null_energy set, the null space is
-    # instead the smallest eigendirections that together hold at most that share of tr C₀.
-    null_threshold: float = 2e-2
-    null_energy: float | None = None
-    alpha: float = 1.0
+    # The other methods' own settings (``memit edit --method``), one dataclass each; MEMIT ignores them.
+    rome: RomeConfig = field(default_factory=lambda: RomeConfig())
+    ft: FtConfig = field(default_factory=lambda: FtConfig())
+    alphaedit: AlphaEditConfig = field(default_factory=lambda: AlphaEditConfig())
     # Editing batch after batch (a journal, or ``memit eval --batch-size``): the statistics C₀ (and
     # AlphaEdit's projector) of the model as each batch finds it ("current", recomputed after
     # every batch), or of the unedited model the sequence started from ("base"), which is what
@@ -118,13 +143,23 @@ class MemitHyperParams:
         fields_ |= {f.name for f in fields(self) if f.name in LATER_FIELDS and getattr(self, f.name) != f.default}
         return {k: v for k, v in asdict(self).items() if k in fields_}
 
+    def with_changes(self, changes: dict) -> MemitHyperParams:
+        """A copy with ``changes`` applied: field names, a group's fields as a dict, or the flat names."""
+        return MemitHyperParams.from_dict({**self.to_dict(), **changes})
+
     @classmethod
     def from_dict(cls, d: dict) -> MemitHyperParams:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        d = dict(d)
+        groups = {g: dict(d.pop(g, None) or {}) for g in GROUPS}
+        for flat, (group, name) in FLAT_NAMES.items():
+            if flat in d:
+                groups[group][name] = d.pop(flat)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        for g, config in GROUPS.items():
+            unknown |= {f"{g}.{k}" for k in set(groups[g]) - {f.name for f in fields(config)}}
         if unknown:
             raise ValueError(f"unknown hyperparameter(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return cls(**d, **{g: GROUPS[g](**groups[g]) for g in GROUPS})
 
     @classmethod
     def from_json(cls, path: str | Path) -> MemitHyperParams:

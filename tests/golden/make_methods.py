@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import make_tokenizer, tiny_model
 from memit.demo import demo_cases
+from memit.eval.run import machine
 from memit.files import save_tensors
-from memit.hparams import MemitHyperParams
+from memit.hparams import FtConfig, MemitHyperParams
 from memit.methods import METHODS, run
 
 PREFIXES = ["Because of it. ", "I said that the day was long. "]
@@ -27,7 +28,7 @@ def golden_case():
     tok = make_tokenizer("bpe")
     model = tiny_model("llama", tok)
     hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=6, v_lr=0.5, prefixes=PREFIXES, lam=2.0, stop="margin",
-                          stop_margin=0.5, rounds=2, ridge=0.5, ft_steps=3, ft_lr=1e-2)
+                          stop_margin=0.5, rounds=2, ridge=0.5, ft=FtConfig(steps=3, lr=1e-2))
     g = torch.Generator().manual_seed(0)
     a = torch.randn(64, 64, generator=g, dtype=torch.float64)
     stats = {layer: a @ a.T / 64 + 0.1 * torch.eye(64, dtype=torch.float64) for layer in range(4)}
@@ -48,5 +49,5 @@ if __name__ == "__main__":
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     tensors = golden_deltas()
     save_tensors(Path(__file__).with_name("methods.safetensors"), tensors,
-                 {"commit": commit, "torch": torch.__version__})
+                 {"commit": commit, "torch": torch.__version__, "cpu": machine()["cpu"]})
     print(len(tensors), "tensors, from commit", commit)

@@ -2,8 +2,8 @@
 papers' fine-tuning baselines).
 
 Adam minimises the teacher-forced NLL of each target_new after its prompt, with every weight of
-that one matrix free. FT-L keeps each entry within ±``ft_norm_bound`` of its original value (an
-L∞ ball, projected after every step); FT-W instead adds ``ft_weight_decay``·(W − W₀) to the
+that one matrix free. FT-L keeps each entry within ±``ft.norm_bound`` of its original value (an
+L∞ ball, projected after every step); FT-W instead adds ``ft.weight_decay``·(W − W₀) to the
 gradient, a decay of the change rather than of W itself (torch's Adam weight decay would pull W
 toward zero).
 """
@@ -58,9 +58,9 @@ def edit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
     pad_id = tokenizer.pad_token_id or 0
     t0 = time.perf_counter()
     p.requires_grad_(True)
-    opt = torch.optim.Adam([p], lr=hp.ft_lr)
+    opt = torch.optim.Adam([p], lr=hp.ft.lr)
     try:
-        bar = tqdm(range(hp.ft_steps), desc=f"FT-{'W' if weight_decay else 'L'}, layer {layer}", disable=not progress)
+        bar = tqdm(range(hp.ft.steps), desc=f"FT-{'W' if weight_decay else 'L'}, layer {layer}", disable=not progress)
         for _step in bar:
             opt.zero_grad()
             total = 0.0
@@ -69,11 +69,11 @@ def edit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
                 loss.backward()
                 total += float(loss.detach())
             if weight_decay:
-                p.grad += hp.ft_weight_decay * (p.detach() - w0)
+                p.grad += hp.ft.weight_decay * (p.detach() - w0)
             opt.step()
             if not weight_decay:
                 with torch.no_grad():
-                    p.copy_(torch.maximum(torch.minimum(p, w0 + hp.ft_norm_bound), w0 - hp.ft_norm_bound))
+                    p.copy_(torch.maximum(torch.minimum(p, w0 + hp.ft.norm_bound), w0 - hp.ft.norm_bound))
             bar.set_postfix(nll=f"{total:.3f}")
         with torch.no_grad():
             final = torch.cat([_nll(model, arch, encs[r.start: r.stop], pad_id) for r in ranges]).tolist()
@@ -91,7 +91,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
         "model_fingerprint": fingerprint, "layers": [layer], "lambda": None,
         "hparams": hp.to_dict(), "n_requests": len(requests),
         "requests": [{"case_id": r.case_id, "subject": r.subject, "target_new": r.target_new, "loss": nll, "nll": nll,
-                      "steps": hp.ft_steps, "clamped": False, "converged": nll < hp.v_loss_threshold}
+                      "steps": hp.ft.steps, "clamped": False, "converged": nll < hp.v_loss_threshold}
                      for r, nll in zip(requests, final)],
         "layers_info": [{"layer": layer, "resid_norm": None, "cond": None, "max_key_overlap": None,
                          "delta_rel_norm": float(as_math(d, arch).norm() / as_math(w0, arch).float().norm()),

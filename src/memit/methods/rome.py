@@ -74,7 +74,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     before it, so a rerun of the same sequence finds them)."""
     arch = get_arch(model)
     layer = hparams.rome_layer()
-    hp = dataclasses.replace(hparams, layers=[layer], clamp_norm_factor=hparams.rome_clamp_norm_factor)
+    hp = dataclasses.replace(hparams, layers=[layer], clamp_norm_factor=hparams.rome.clamp_norm_factor)
     if stats is None or layer not in stats:
         stats = stats_for(model, tokenizer, hp, progress=progress)
     name = arch.mlp_out_name(layer) + ".weight"

@@ -110,10 +110,10 @@ def edit_alphaedit(model, tokenizer, requests: list[EditRequest], hp: MemitHyper
     stats = stats if stats is not None else stats_for(model, tokenizer, hp, progress=progress)
     spent = time.perf_counter() - t
     t = time.perf_counter()
-    projectors = {layer: null_projector(stats[layer], hp.null_threshold, hp.null_energy) for layer in hp.layers}
+    projectors = {layer: null_projector(stats[layer], hp.alphaedit.null_threshold, hp.alphaedit.null_energy) for layer in hp.layers}
     spent_p = time.perf_counter() - t
     delta = memit_edit(model, tokenizer, requests, hp, stats=stats, progress=progress,
-                       solver=AlphaEditSolve(projectors, prior, hp.alpha), **kw)
+                       solver=AlphaEditSolve(projectors, prior, hp.alphaedit.alpha), **kw)
     delta.meta["timings"]["stats"] += spent  # found here, before the edit: counted all the same
     delta.meta["timings"]["projector"] = spent_p
     return delta
