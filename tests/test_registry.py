@@ -104,5 +104,6 @@ def test_method_settings_are_groups_that_read_the_older_flat_names():
     assert hp.to_dict()["ft"] == {"lr": 0.25, "steps": 7, "norm_bound": 5e-4, "weight_decay": 0.5}
     assert MemitHyperParams.from_dict(hp.to_dict()) == hp
     assert hp.with_changes({"rome_clamp_norm_factor": 2.0}).rome.clamp_norm_factor == 2.0 and hp.rome.clamp_norm_factor == 4.0
+    assert hp.with_changes({"ft": {"norm_bound": 1e-3}}).ft == FtConfig(lr=0.25, steps=7, norm_bound=1e-3)
     with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\): ft.rate, lr"):
         MemitHyperParams.from_dict({"ft": {"rate": 1.0}, "lr": 1.0})

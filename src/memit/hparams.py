@@ -112,9 +112,9 @@ class MemitHyperParams:
     # paper's ROME on GPT-J).
     single_layer: int | None = None
     # The other methods' own settings (``memit edit --method``), one dataclass each; MEMIT ignores them.
-    rome: RomeConfig = field(default_factory=lambda: RomeConfig())
-    ft: FtConfig = field(default_factory=lambda: FtConfig())
-    alphaedit: AlphaEditConfig = field(default_factory=lambda: AlphaEditConfig())
+    rome: RomeConfig = field(default_factory=RomeConfig)
+    ft: FtConfig = field(default_factory=FtConfig)
+    alphaedit: AlphaEditConfig = field(default_factory=AlphaEditConfig)
     # Editing batch after batch (a journal, or ``memit eval --batch-size``): the statistics C₀ (and
     # AlphaEdit's projector) of the model as each batch finds it ("current", recomputed after
     # every batch), or of the unedited model the sequence started from ("base"), which is what
@@ -145,7 +145,9 @@ class MemitHyperParams:
 
     def with_changes(self, changes: dict) -> MemitHyperParams:
         """A copy with ``changes`` applied: field names, a group's fields as a dict, or the flat names."""
-        return MemitHyperParams.from_dict({**self.to_dict(), **changes})
+        d = self.to_dict()
+        merged = {k: {**d[k], **v} if k in GROUPS else v for k, v in changes.items()}  # a group's other fields stay
+        return MemitHyperParams.from_dict({**d, **merged})
 
     @classmethod
     def from_dict(cls, d: dict) -> MemitHyperParams:
