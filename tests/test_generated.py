@@ -16,6 +16,7 @@ from memit.eval.generated import (
     generated_summary,
     normalise,
     prompt_ids,
+    settled,
 )
 from memit.requests import Case, EditRequest
 
@@ -53,6 +54,40 @@ def test_an_answer_ends_at_its_first_line_or_sentence_but_not_at_an_abbreviation
     assert first_answer(" the U.S. Navy and more") == "the U.S. Navy and more"
     assert first_answer(" 3.5 metres") == "3.5 metres"  # a decimal point is no sentence end
     assert first_answer(" Who? Me") == "Who?"
+
+
+def test_an_answer_is_settled_once_no_later_token_can_change_it():
+    assert settled(" Rome. It") and settled(" Paris\nLon") and settled("\n Paris\n")
+    assert not settled(" Rome.")  # "Rome.5" would go on
+    assert not settled("\n\n Par")  # leading blank lines are not the answer's end
+    assert not settled(" St. Petersburg")  # an abbreviation, not a sentence end
+    for text in (" Rome. It is", " Paris\nLondon", " St. Petersburg, in Russia. Later"):
+        for cut in range(len(text) + 1):  # once settled, the answer stays what it will be
+            if settled(text[:cut]):
+                assert first_answer(text[:cut]) == first_answer(text)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2"])
+def test_rows_that_are_done_leave_the_batch_without_changing_the_others(bpe, model_type):
+    from memit.eval.fluency import sample
+
+    model = tiny_model(model_type, bpe)
+    prompts = ["The Eiffel Tower is in", "Danielle speaks", "Paris", "The Louvre is in the city of", "a b"]
+    ids = []
+    for prompt in prompts:  # each prompt alone, whole budget: the reference
+        enc = bpe(prompt, return_tensors="pt")["input_ids"]
+        row = model.generate(enc, do_sample=False, max_new_tokens=10, pad_token_id=bpe.pad_token_id)[0, enc.shape[1]:]
+        row = row.tolist()
+        ids.append(row[: row.index(bpe.eos_token_id)] if bpe.eos_token_id in row else row)
+    def enough(new):  # a rule that lets the rows go at different steps
+        return len(new) >= 2 + new[0] % 7
+
+    cut = [next((k for k in range(1, len(row) + 1) if enough(row[:k])), len(row)) for row in ids]
+    assert len(set(cut)) > 2, cut
+    early = sample(model, bpe, prompts, max_new_tokens=10, top_k=1, batch_size=5, done=enough)
+    assert early == [bpe.decode(row[:k]) for row, k in zip(ids, cut)]
+    with pytest.raises(ValueError, match="greedy"):
+        sample(model, bpe, prompts, top_k=5, done=lambda new: True)
 
 
 def _greedy_by_hand(model, tok, ids: list[int], steps: int) -> str:

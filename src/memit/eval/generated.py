@@ -71,6 +71,12 @@ def first_answer(text: str) -> str:
     return text
 
 
+def settled(text: str) -> bool:
+    """Whether ``first_answer`` of ``text`` is final: it already ends before the text does, so no
+    token generated after it can change the answer (a sentence end needs the space after it)."""
+    return len(first_answer(text)) < len(text.lstrip())
+
+
 def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
@@ -91,12 +97,13 @@ def answers(model, tokenizer, prompts: list[str], form: str = "plain", max_new_t
             batch_size: int = 64, turn: str = CHAT_TURN) -> list[str]:
     """The greedy answer to each prompt, cut by ``first_answer``. Each distinct prompt is generated
     once (CounterFact's neighbourhood prompts repeat across cases), shortest first so that a
-    batch holds little padding."""
+    batch holds little padding, and only until its answer is ``settled``."""
     unique = list(dict.fromkeys(prompts))
     ids = {p: prompt_ids(tokenizer, p, form, turn) for p in unique}
     order = sorted(unique, key=lambda p: len(ids[p]))
     texts = sample(model, tokenizer, [ids[p] for p in order], max_new_tokens=max_new_tokens or BUDGET[form],
-                   top_k=1, batch_size=batch_size, desc=f"answering {len(order)} prompts ({form})")
+                   top_k=1, batch_size=batch_size, desc=f"answering {len(order)} prompts ({form})",
+                   done=lambda new: settled(tokenizer.decode(new, skip_special_tokens=True)))
     got = {p: first_answer(t) for p, t in zip(order, texts)}
     return [got[p] for p in prompts]
 
