@@ -134,3 +134,44 @@ def test_gradient_init_takes_one_normalised_step_to_a_share_of_the_clamp(bpe):
     hp.v_init = "random"
     with pytest.raises(ValueError, match="v_init must be zero or gradient"):
         compute_targets(model, bpe, arch, REQS, 2, PREFIXES, hp, progress=False)
+
+
+def test_typical_clamp_is_one_norm_for_every_request(bpe):
+    """clamp_ref "typical": every δ is capped at the same share of one reference norm, which is the
+    median block output over ordinary text, first token of each window left out."""
+    from memit import hooks
+    from memit.corpus import token_windows
+    from memit.residual import typical_norm
+
+    model = tiny_model("llama", bpe)
+    arch = get_arch(model)
+    rho = typical_norm(model, bpe, arch, 2, tokens=256, seq_len=32)
+    windows = token_windows(bpe, None, 32, 256)
+    with hooks.record(model, [arch.block_name(2)], stop=True) as seen:
+        hooks.run(model.base_model, input_ids=windows)
+    assert rho == pytest.approx(float(seen[arch.block_name(2)][:, 1:].norm(dim=-1).median()), rel=1e-5)
+    hp = MemitHyperParams(v_num_grad_steps=4, v_lr=0.5, clamp_norm_factor=0.05, clamp_ref="typical")
+    t = compute_targets(model, bpe, arch, REQS, 2, PREFIXES, hp, progress=False, ref_norm=rho)
+    norms = (t.z - t.h).norm(dim=1)
+    assert all(t.clamped)
+    torch.testing.assert_close(norms, torch.full_like(norms, 0.05 * rho), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="ref_norm"):
+        compute_targets(model, bpe, arch, REQS, 2, PREFIXES, hp, progress=False)
+
+
+def test_typical_clamp_through_edit(bpe):
+    """The edit computes the reference norm itself and caps every δ at the same length."""
+    from memit.residual import typical_norm
+
+    model = tiny_model("llama", bpe)
+    hp = MemitHyperParams(layers=[1, 2], v_num_grad_steps=3, clamp_norm_factor=0.05, clamp_ref="typical",
+                          stats_tokens=512, stats_seq_len=32)
+    rho = typical_norm(model, bpe, get_arch(model), 2)
+    delta = memit.edit(model, bpe, REQS, hp, progress=False)
+    assert delta.meta["hparams"]["clamp_ref"] == "typical"
+    t = delta.aux["targets"]
+    assert all(t.clamped)
+    torch.testing.assert_close((t.z - t.h).norm(dim=1), torch.full((3,), 0.05 * rho), rtol=1e-4, atol=1e-6)
+    hp.clamp_ref = "nearest"
+    with pytest.raises(memit.EditError, match="clamp_ref"):
+        memit.edit(model, bpe, REQS, hp, progress=False)

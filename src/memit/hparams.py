@@ -69,6 +69,9 @@ class MemitHyperParams:
     kl_factor: float = field(default=0.0625, metadata=TARGETS)
     v_weight_decay: float = field(default=0.5, metadata=TARGETS)
     clamp_norm_factor: float = field(default=0.75, metadata=TARGETS)  # ROME passes its own here
+    # What the clamp is a share of: "fact", each fact's own ‖h‖ at the subject (the paper's), or
+    # "typical", the median residual norm of ordinary text at that block (residual.py), the same for all.
+    clamp_ref: str = field(default="fact", metadata=LATER)
     # δ's start: "zero" (the paper's) or "gradient": one step along the normalised gradient of the
     # loss at δ = 0, to v_init_scale of the clamp, before Adam goes on (UltraEdit's closed-form
     # targets take such a step); fewer steps when the first direction is already a good one.

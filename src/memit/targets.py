@@ -173,7 +173,8 @@ class _Chunk:
 
 def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], layer: int,
                     prefixes: list[str], hp: MemitHyperParams, progress: bool = True,
-                    store: str | Path | None = None, keys: list[str] | None = None) -> Targets:
+                    store: str | Path | None = None, keys: list[str] | None = None,
+                    ref_norm: float | None = None) -> Targets:
     """Target vectors for all requests.
 
     With ``store`` (a directory) and ``keys`` (one per request: a fingerprint of the model, the
@@ -182,7 +183,10 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
     optimised independently (own δ, Adam state and early stop), so this is the same result up
     to float summation order: an interrupted run resumes, and runs that share requests (the first
     100 records inside the first 1,000, another λ or first layer) share their optimisation.
+    ``ref_norm`` (with ``hp.clamp_ref`` "typical") is the norm the clamp is a share of.
     """
+    if (hp.clamp_ref == "typical") != (ref_norm is not None):
+        raise ValueError(f"clamp_ref {hp.clamp_ref!r} wants ref_norm {'given' if hp.clamp_ref == 'typical' else 'None'}")
     n = len(requests)
     d_model = model.get_output_embeddings().weight.shape[1]
     z, h = torch.zeros(n, d_model), torch.zeros(n, d_model)
@@ -210,7 +214,7 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
         reqs = [todo[order[j]] for j in range(rng.start // per_req, rng.stop // per_req)]
         with torch.no_grad():
             chunk = _Chunk(model, arch, layer, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
-        z[reqs], h[reqs] = _optimise(model, arch, chunk, [res[i] for i in reqs], hp, bar)
+        z[reqs], h[reqs] = _optimise(model, arch, chunk, [res[i] for i in reqs], hp, bar, ref_norm)
         for i in reqs if store else []:
             save_tensors(Path(store) / f"{keys[i][:32]}.safetensors", {"z": z[i], "h": h[i]},
                          {"key": keys[i]} | asdict(res[i]))
@@ -245,7 +249,7 @@ def _load(store: str | Path, key: str) -> tuple | None:
     return tensors["z"], tensors["h"], meta
 
 
-def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar):
+def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_norm: float | None = None):
     """Adam on one δ per request of the chunk (docs/algorithm.md §2.1); returns (z, h) for them.
     ``results`` (one per request of the chunk) get each one's loss, NLL, steps, clamp, stop
     reason and margin as it goes."""
@@ -300,7 +304,8 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar):
             m[idx] = beta1 * m[idx] + (1 - beta1) * g
             v[idx] = beta2 * v[idx] + (1 - beta2) * g * g
             t = step + 1
-            limit = hp.clamp_norm_factor * h[idx].norm(dim=1)
+            ref = h[idx].norm(dim=1) if ref_norm is None else torch.full((len(live),), ref_norm, device=device)
+            limit = hp.clamp_norm_factor * ref
             if step == 0 and hp.v_init == "gradient":  # one normalised gradient step, to a share of the clamp
                 upd = -hp.v_init_scale * limit[:, None] * g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
             else:

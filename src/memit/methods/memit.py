@@ -31,6 +31,7 @@ from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
 from memit.postnorm import pre_norm_change
 from memit.progress import tqdm
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
+from memit.residual import typical_norm
 from memit.stats import stats_for
 from memit.targets import Targets, compute_targets, generate_prefixes
 from memit.tokens import TokenizationError, encode_filled
@@ -160,11 +161,16 @@ def _targets(e: _Edit, targets: Targets | None, checkpoint) -> None:
     t = time.perf_counter()
     z_layer = hp.layers[-1]
     if targets is None:
-        settings = [e.fingerprint, z_layer, e.prefixes, hp.target_dict()]
+        ref = None
+        if hp.clamp_ref == "typical":
+            ref = typical_norm(e.model, e.tokenizer, e.arch, z_layer, hp.stats_corpus)
+        elif hp.clamp_ref != "fact":
+            raise EditError(f"clamp_ref must be fact or typical, not {hp.clamp_ref!r}")
+        settings = [e.fingerprint, z_layer, e.prefixes, hp.target_dict()] + ([ref] if ref is not None else [])
         keys = [hashlib.sha256(json.dumps(settings + [dataclasses.astuple(r)], sort_keys=True, default=str).encode())
                 .hexdigest() for r in e.requests]
         targets = compute_targets(e.model, e.tokenizer, e.arch, e.requests, z_layer, e.prefixes, hp, e.progress,
-                                  store=checkpoint, keys=keys)
+                                  store=checkpoint, keys=keys, ref_norm=ref)
     elif targets.z.shape[0] != len(e.requests):
         raise EditError(f"given target vectors are for {targets.z.shape[0]} requests, not {len(e.requests)}")
     e.timings["targets"] = time.perf_counter() - t
