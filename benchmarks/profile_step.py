@@ -24,7 +24,8 @@ import memit
 from memit.eval.run import machine
 from memit.hparams import preset_for
 from memit.models.arch import get_arch
-from memit.targets import _Chunk, request_rows
+from memit.prompts import request_rows
+from memit.targets import _Chunk
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/counterfact/easyedit/counterfact-train.json"
 

@@ -22,7 +22,7 @@ from memit.eval.perplexity import perplexity
 from memit.eval.run import machine
 from memit.hparams import preset_for
 from memit.methods import run
-from memit.targets import STOP_REASONS
+from memit.stopping import STOP_REASONS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 DATA = SHARED / "counterfact/easyedit/counterfact-train.json"

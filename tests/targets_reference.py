@@ -11,8 +11,9 @@ import torch
 from memit import hooks
 from memit.hparams import MemitHyperParams
 from memit.models.arch import Arch
+from memit.prompts import request_rows
 from memit.requests import EditRequest
-from memit.targets import Targets, request_rows
+from memit.targets import Targets
 from memit.tokens import pad
 from memit.weights import input_device
 

@@ -8,13 +8,7 @@ whose output is kept, and every step runs only the blocks above l_L. Requests ar
 optimised together, each with its own δ, Adam state and early stop (finished ones leave the
 batch), and logits are computed only at the positions the loss reads.
 
-When a request stops is ``hp.stop``. "paper" is MEMIT's rule: the total loss below
-``v_loss_threshold``, or the step cap. Under it nearly every fact runs to the cap with δ at the
-norm clamp, which costs time and, at scale, damage. "margin" stops a request as soon as every
-target token of every one of its prompt rows is the top-1 prediction by at least ``stop_margin``
-nats over the runner-up (every token of a multi-token target counts); a δ that sits at the clamp
-while its margin gains less than ``plateau_gain`` over ``plateau_steps`` steps stops as well,
-since more steps will not get it there. The loss threshold and the cap stay as backstops.
+When a request stops is ``hp.stop`` (stopping.py); which rows it is optimised on, prompts.py.
 """
 
 from __future__ import annotations
@@ -30,12 +24,11 @@ from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.hparams import MemitHyperParams
 from memit.models.arch import Arch, logits
 from memit.progress import tqdm
-from memit.requests import EditRequest, where_of
-from memit.tokens import Encoded, chunks, encode_filled
+from memit.prompts import request_rows
+from memit.requests import EditRequest
+from memit.stopping import stop_reason
+from memit.tokens import Encoded, chunks
 from memit.weights import input_device
-
-KL_PROMPT = "{} is a"
-STOP_REASONS = ("margin", "loss", "plateau", "cap")  # why a request's optimisation stopped
 
 
 @dataclass
@@ -52,37 +45,6 @@ class Targets:
     stop: list[str] = field(default_factory=list)
     margin: list[float] = field(default_factory=list)
     cached: int = 0  # how many were read from the checkpoint, not optimised here (their time is not in this edit)
-
-
-@torch.no_grad()
-def generate_prefixes(model, tokenizer, starts: list[str], n_tokens: int, seed: int, top_k: int = 5) -> list[str]:
-    """Short context prefixes sampled from the model (top-k, seeded): the paper's recipe,
-    made deterministic. Each ends in ". " so the prompt starts a new sentence."""
-    gen = torch.Generator().manual_seed(seed)
-    device = input_device(model)
-    out = []
-    for start in starts:
-        ids = tokenizer(start, add_special_tokens=True)["input_ids"]
-        n_start = len(ids)
-        while len(ids) < n_start - 1 + n_tokens:
-            logit = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float().cpu()
-            top = logit.topk(top_k)
-            ids.append(int(top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)]))
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        out.append(text.replace("{", " ").replace("}", " ").strip() + ". ")
-    return out
-
-
-def request_rows(tokenizer, requests: list[EditRequest], prefixes: list[str]) -> list[list[Encoded]]:
-    """For each request: its prompt behind each prefix ("" first) with the target, then the KL prompt."""
-    rows = []
-    for i, r in enumerate(requests):
-        where = where_of(i, r.case_id, "request")
-        enc = [encode_filled(tokenizer, r.prompt, r.subject, r.target_new, prefix=p, where=where)
-               for p in ["", *prefixes]]
-        enc.append(encode_filled(tokenizer, KL_PROMPT, r.subject, where=where))
-        rows.append(enc)
-    return rows
 
 
 class _Chunk:
@@ -288,7 +250,7 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
             r = results[i]
             r.loss, r.nll, r.steps, r.margin = float(total[j].detach()), float(tok_nll[j].detach()), step + 1, float(margin[j])
             history[i].append(r.margin)
-            r.stop = _stop_reason(hp, r.loss, history[i], r.clamped, last)
+            r.stop = stop_reason(hp, r.loss, history[i], r.clamped, last)
             going.append(r.stop is None)
         bar.update(1)
         bar.set_postfix(live=f"{len(live)}/{k}", loss=f"{float(total.detach().mean()):.3f}")
@@ -317,15 +279,3 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
                 results[i].clamped = bool(over[j])
     d = delta.detach()
     return (h + d).float().cpu(), h.float().cpu()
-
-
-def _stop_reason(hp: MemitHyperParams, loss: float, margins: list[float], clamped: bool, last: bool) -> str | None:
-    """Why a request stops after this forward pass, or None when it goes on."""
-    if hp.stop == "margin" and margins[-1] >= hp.stop_margin:
-        return "margin"
-    if loss < hp.v_loss_threshold:
-        return "loss"
-    if (hp.stop == "margin" and clamped and len(margins) > hp.plateau_steps
-            and margins[-1] - margins[-1 - hp.plateau_steps] < hp.plateau_gain):
-        return "plateau"
-    return "cap" if last else None

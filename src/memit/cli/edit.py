@@ -100,7 +100,7 @@ def cmd_revert(args) -> None:
 
 
 def _print_summary(meta: dict) -> None:
-    from memit.targets import STOP_REASONS
+    from memit.stopping import STOP_REASONS
 
     reqs = meta["requests"]
     t = meta["timings"]

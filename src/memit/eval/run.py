@@ -42,7 +42,7 @@ from memit.hparams import MemitHyperParams
 from memit.methods import run
 from memit.models.loading import cache_dir
 from memit.requests import Case
-from memit.targets import STOP_REASONS
+from memit.stopping import STOP_REASONS
 
 
 def machine() -> dict:

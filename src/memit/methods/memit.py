@@ -30,10 +30,11 @@ from memit.methods.solver import MemitSolve, Solver
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
 from memit.postnorm import pre_norm_change
 from memit.progress import tqdm
+from memit.prompts import generate_prefixes
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
 from memit.residual import typical_norm
 from memit.stats import stats_for
-from memit.targets import Targets, compute_targets, generate_prefixes
+from memit.targets import Targets, compute_targets
 from memit.tokens import TokenizationError, encode_filled
 
 
