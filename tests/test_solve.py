@@ -144,3 +144,40 @@ def test_identity_edit_matches_the_norm_of_a_reference_edit(bpe, corpus_file):
     assert [x["delta_rel_norm"] for x in info] == pytest.approx(rel, rel=1e-4)
     assert all(x["lambda"] > 0 for x in info)
     assert not torch.allclose(next(iter(got.weights.values())), next(iter(ref.weights.values())))  # another direction
+
+
+def test_memit_solve_builds_each_layer_system_once(monkeypatch):
+    """solve, condition and the full diagnostics of one layer share one system: one eigendecomposition
+    and one solve, with the same figures as the diagnostics computed on their own."""
+    from memit import diagnostics
+    from memit.methods.solver import MemitSolve
+
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.normal(size=(12, 40)))
+    c0, keys, resid, lam = x @ x.T / 40, torch.tensor(rng.normal(size=(12, 4))), torch.tensor(rng.normal(size=(5, 4))), 2.0
+    calls = {"eigvalsh": 0, "solve": 0}
+    eigvalsh, solve = torch.linalg.eigvalsh, torch.linalg.solve
+
+    def counted(name, fn):
+        def f(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return f
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", counted("eigvalsh", eigvalsh))
+    monkeypatch.setattr(torch.linalg, "solve", counted("solve", solve))
+    s = MemitSolve(ridge=0.5)
+    got = s.solve(3, resid, keys, c0, lam).dense()
+    cond = s.condition(3, keys, c0, lam)
+    info = s.layer_info(3, keys, c0, lam, full=True)
+    assert calls == {"eigvalsh": 2, "solve": 1}  # the system's and KKᵀ's eigenvalues, one solve
+    monkeypatch.setattr(torch.linalg, "eigvalsh", eigvalsh)
+    monkeypatch.setattr(torch.linalg, "solve", solve)
+    c = s.system_c0(3, c0, lam)
+    torch.testing.assert_close(got, solve_update(resid, keys, c, lam).dense(), rtol=0, atol=0)
+    spec, overlap = diagnostics.spectrum(keys, c, lam), diagnostics.update_overlap(keys, c, lam)
+    assert cond == pytest.approx(spec["cond"], rel=1e-12)
+    assert s.spectra[3]["eig"] == pytest.approx(spec["eig"], rel=1e-12)
+    assert info["rank_kk"] == spec["rank_kk"] and info["update_overlap"]["max"] == pytest.approx(overlap["max"])
+    s.solve(4, resid, keys, c0, lam)  # another layer gets its own system
+    assert s._sys["layer"] == 4 and "eig" not in s._sys

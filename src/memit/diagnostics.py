@@ -56,24 +56,30 @@ def _max_abs_cos(cols: torch.Tensor, block: int = 2048) -> tuple[torch.Tensor, f
     return per, float(per.max())
 
 
-def update_overlap(keys: torch.Tensor, c0: torch.Tensor, lam: float) -> dict | None:
+def update_overlap(keys: torch.Tensor, c0: torch.Tensor | None, lam: float, dirs: torch.Tensor | None = None
+                   ) -> dict | None:
     """|cosine| between the update directions of different requests: mean and 95th percentile of
-    each request's largest overlap, the maximum, and the per-request values."""
+    each request's largest overlap, the maximum, and the per-request values. ``dirs`` are those
+    directions when the solve already has them (then ``c0`` is not read)."""
     if keys.shape[1] < 2 or lam <= 0:
         return None
-    k = keys.double()
-    dirs = torch.linalg.solve(lam * c0.double() + k @ k.T, k)  # columns of (λC₀ + KKᵀ)⁻¹K
+    if dirs is None:
+        k = keys.double()
+        dirs = torch.linalg.solve(lam * c0.double() + k @ k.T, k)  # columns of (λC₀ + KKᵀ)⁻¹K
     per, top = _max_abs_cos(dirs)
     return {"mean": float(per.mean()), "p95": float(per.quantile(0.95)), "max": top, "per_request": per.tolist()}
 
 
-def spectrum(keys: torch.Tensor, c0: torch.Tensor, lam: float) -> dict | None:
-    """Eigenvalues of λC₀ + KKᵀ and of KKᵀ alone (ascending), with both condition numbers."""
-    if c0.shape[0] > COND_MAX_DFF:
+def spectrum(keys: torch.Tensor, c0: torch.Tensor | None, lam: float, ev_a: torch.Tensor | None = None
+             ) -> dict | None:
+    """Eigenvalues of λC₀ + KKᵀ and of KKᵀ alone (ascending), with both condition numbers. ``ev_a``
+    are the first when the caller already has them (then ``c0`` is not read)."""
+    if keys.shape[0] > COND_MAX_DFF:
         return None
     k = keys.double()
     kk = k @ k.T
-    ev_a = torch.linalg.eigvalsh(lam * c0.double() + kk)
+    if ev_a is None:
+        ev_a = torch.linalg.eigvalsh(lam * c0.double() + kk)
     ev_k = torch.linalg.eigvalsh(kk)
     rank = int((ev_k > ev_k[-1] * ev_k.shape[0] * torch.finfo(torch.float64).eps).sum())
     return {"cond": cond_of_eigenvalues(ev_a), "cond_kk": cond_of_eigenvalues(ev_k) if rank == ev_k.shape[0] else float("inf"),

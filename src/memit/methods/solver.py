@@ -4,7 +4,7 @@ MEMIT, MEMIT-seq, ROME, EMMET and AlphaEdit share the target vectors, the keys a
 layers (methods/memit.py). They differ only in the system they solve at each layer. A Solver is
 that system: its solve, its condition number (how many of float64's digits the solve keeps), and
 the per-layer facts worth reporting. A new closed-form method is one Solver plus one line in the
-registry (methods/__init__.py); methods/encore.py is an example.
+registry (methods/__init__.py).
 
 Arguments, everywhere: ``resid`` (d_model, n), ``keys`` (d_ff, n), ``c0`` the layer's plain
 statistics C₀ (d_ff, d_ff), ``lam`` the preservation weight λ. The update is returned as factors.
@@ -53,6 +53,7 @@ class MemitSolve(Solver):
         self.ridge, self.prior, self.name = ridge, prior or {}, name
         self.spectra: dict[int, dict] = {}
         self.per_request: dict[int, list[float]] = {}
+        self._sys: dict | None = None  # the current layer's system, shared by solve, condition and layer_info
 
     def system_c0(self, layer: int, c0: torch.Tensor, lam: float) -> torch.Tensor:
         """C of λC + KKᵀ: C₀ with the earlier batches' keys and the ridge term added."""
@@ -63,28 +64,47 @@ class MemitSolve(Solver):
             c = c + self.ridge * float(c0.trace()) / c0.shape[0] * torch.eye(c0.shape[0], dtype=c.dtype, device=c.device)
         return c
 
+    def _system(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> dict:
+        """λC + KKᵀ of this layer in float64, built once for the solve, cond and the diagnostics
+        (which then share its eigenvalues and the solve's A⁻¹K, instead of recomputing them)."""
+        s = self._sys
+        if s is None or s["layer"] != layer or s["keys"] is not keys or s["c0"] is not c0 or s["lam"] != lam:
+            k = keys.double()
+            s = self._sys = {"layer": layer, "keys": keys, "c0": c0, "lam": lam,
+                             "a": lam * self.system_c0(layer, c0, lam).double() + k @ k.T}
+        return s
+
     def solve(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
-        return solve_update(resid, keys, self.system_c0(layer, c0, lam), lam)
+        if lam == 0:
+            return solve_update(resid, keys, c0, lam)
+        s = self._system(layer, keys, c0, lam)
+        s["dirs"] = torch.linalg.solve(s["a"], keys.double())  # columns: each request's update direction
+        return LowRank(resid.double(), s["dirs"].T)
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float | None:
         if lam <= 0 or c0.shape[0] > COND_MAX_DFF:
             return None
-        k = keys.double()
-        c = self.system_c0(layer, c0, lam)
-        return cond_of_eigenvalues(torch.linalg.eigvalsh(lam * c.double() + k @ k.T))
+        s = self._system(layer, keys, c0, lam)
+        if "eig" not in s:
+            s["eig"] = torch.linalg.eigvalsh(s["a"])
+        return cond_of_eigenvalues(s["eig"])
 
     def layer_info(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float, full: bool) -> dict:
         """With ``full``: the spectrum of the system and of KKᵀ, and how much the update directions
         of different requests overlap (the review's questions; an eigendecomposition per layer)."""
         if not full or lam <= 0:
             return {}
-        c = self.system_c0(layer, c0, lam)
+        s = self._system(layer, keys, c0, lam)
         info = {}
-        spec = spectrum(keys, c, lam)
+        if c0.shape[0] <= COND_MAX_DFF and "eig" not in s:
+            s["eig"] = torch.linalg.eigvalsh(s["a"])
+        spec = spectrum(keys, None, lam, ev_a=s.get("eig"))
         if spec:
             self.spectra[layer] = {"eig": spec.pop("eig"), "eig_kk": spec.pop("eig_kk")}
             info |= {"cond_kk": spec["cond_kk"], "rank_kk": spec["rank_kk"]}
-        overlap = update_overlap(keys, c, lam)
+        if "dirs" not in s:
+            s["dirs"] = torch.linalg.solve(s["a"], keys.double())
+        overlap = update_overlap(keys, None, lam, dirs=s["dirs"])
         if overlap:
             self.per_request[layer] = overlap.pop("per_request")
             info["update_overlap"] = overlap
