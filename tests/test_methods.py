@@ -216,6 +216,26 @@ def test_memit_seq_adds_earlier_keys_to_the_preservation_term(bpe, corpus_file):
     assert got == pytest.approx(text_change(as_math(seq.weights[name], get_arch(model)), w, c0), rel=1e-6)
 
 
+def test_encore_is_memit_seq_with_its_stopping_and_norm_term(bpe, corpus_file):
+    """ENCORE added through the method interface: MEMIT-seq's solve with most-probable stopping
+    (margin 0) and its ridge term, whatever the caller's own stop and ridge settings."""
+    model = tiny_model("llama", bpe)
+    hp = _hp(corpus_file, layers=[2], stop="paper", ridge=0.0, encore={"ridge": 0.5})
+    name = get_arch(model).mlp_out_name(2) + ".weight"
+    earlier = key_outer_sums(run("memit", model, bpe, REQS[2:], hp, progress=False).aux["keys"])
+    model = tiny_model("llama", bpe)
+    enc = run("encore", model, bpe, REQS[:2], hp, prior=earlier, progress=False)
+    enc.revert(model)
+    same = _hp(corpus_file, layers=[2], stop="margin", stop_margin=0.0, ridge=0.5)
+    seq = run("memit-seq", model, bpe, REQS[:2], same, prior=earlier, progress=False)
+    seq.revert(model)
+    assert torch.equal(enc.weights[name], seq.weights[name])
+    assert enc.meta["method"] == "encore" and enc.meta["hparams"]["ridge"] == 0.5
+    assert enc.meta["hparams"]["stop"] == "margin" and enc.meta["hparams"]["stop_margin"] == 0.0
+    plain = run("memit-seq", model, bpe, REQS[:2], hp, prior=earlier, progress=False)
+    assert not torch.equal(plain.weights[name], enc.weights[name])  # its own settings did change the edit
+
+
 @pytest.mark.parametrize("model_type", ALL_TYPES)
 def test_every_method_runs_on_every_family(bpe, corpus_file, model_type):
     model = tiny_model(model_type, bpe)
@@ -225,7 +245,7 @@ def test_every_method_runs_on_every_family(bpe, corpus_file, model_type):
         d = run(method, model, bpe, REQS[:2], hp, progress=False)
         assert d.meta["method"] == method and d.weights
         assert all(torch.isfinite(w).all() for w in d.weights.values())
-        if method in ("memit", "emmet", "memit-seq", "alphaedit"):  # the C₀-based ones say how much text moved
+        if method in ("memit", "emmet", "memit-seq", "encore", "alphaedit"):  # the C₀-based ones say how much text moved
             assert all(info["text_change"] > 0 for info in d.meta["layers_info"]), method
         d.revert(model)
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), method

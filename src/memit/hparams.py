@@ -48,12 +48,22 @@ class AlphaEditConfig:
     alpha: float = 1.0
 
 
+@dataclass
+class EncoreConfig:
+    """ENCORE (Gupta et al., 2025): MEMIT whose facts stop as soon as each target is the most
+    probable continuation (``stop_margin`` 0, their "most-probable early stopping") and whose
+    update carries a norm term on ΔW, here the ridge term (``ridge``, in the units of
+    ``MemitHyperParams.ridge``)."""
+    stop_margin: float = 0.0
+    ridge: float = 1.0
+
+
 # The method settings' names before they had dataclasses of their own: files written then (and the
 # sweep scripts' changes) still use them, and from_dict reads them into the groups.
 FLAT_NAMES = {"rome_clamp_norm_factor": ("rome", "clamp_norm_factor"),
               **{f"ft_{k}": ("ft", k) for k in ("lr", "steps", "norm_bound", "weight_decay")},
               **{k: ("alphaedit", k) for k in ("null_threshold", "null_energy", "alpha")}}
-GROUPS = {"rome": RomeConfig, "ft": FtConfig, "alphaedit": AlphaEditConfig}
+GROUPS = {"rome": RomeConfig, "ft": FtConfig, "alphaedit": AlphaEditConfig, "encore": EncoreConfig}
 
 
 @dataclass
@@ -118,6 +128,7 @@ class MemitHyperParams:
     rome: RomeConfig = field(default_factory=RomeConfig)
     ft: FtConfig = field(default_factory=FtConfig)
     alphaedit: AlphaEditConfig = field(default_factory=AlphaEditConfig)
+    encore: EncoreConfig = field(default_factory=EncoreConfig)
     # Editing batch after batch (a journal, or ``memit eval --batch-size``): the statistics C₀ (and
     # AlphaEdit's projector) of the model as each batch finds it ("current", recomputed after
     # every batch), or of the unedited model the sequence started from ("base"), which is what

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from memit.delta import Delta
 from memit.hparams import MemitHyperParams
 from memit.methods import ft, rome, sequential
-from memit.methods.memit import EditError, edit
+from memit.methods.memit import EditError, edit, memit_solver
 from memit.methods.rounds import edit_in_rounds
 from memit.methods.solver import Solver, solve_update
 from memit.requests import EditRequest
@@ -38,6 +38,12 @@ def _memit(model, tokenizer, requests, hp, *, prior=None, **kw) -> Delta:
     return edit(model, tokenizer, requests, hp, **kw)  # plain MEMIT ignores earlier batches, as in the paper
 
 
+def _encore(model, tokenizer, requests, hp, *, prior=None, **kw) -> Delta:
+    # MEMIT-seq's solve (earlier batches' and rounds' keys kept) with ENCORE's stopping and norm term
+    hp = replace(hp, stop="margin", stop_margin=hp.encore.stop_margin, ridge=hp.encore.ridge)
+    return edit(model, tokenizer, requests, hp, solver=memit_solver(hp, prior, "encore"), **kw)
+
+
 def _emmet(model, tokenizer, requests, hp, *, prior=None, **kw) -> Delta:
     return edit(model, tokenizer, requests, hp, solver=rome.EmmetSolve(), **kw)
 
@@ -50,6 +56,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("emmet", _emmet, "EMMET: ROME's equality constraint for a whole batch"),
     Method("memit-seq", sequential.edit_memit_seq, "MEMIT-seq: MEMIT that preserves earlier batches' keys",
            reedit=True),
+    Method("encore", _encore, "ENCORE: MEMIT-seq stopping each fact once its target is most probable, "
+           "with a norm term on ΔW", reedit=True),
     Method("alphaedit", sequential.edit_alphaedit, "AlphaEdit: the update projected on C₀'s null space",
            reedit=True),
 ]}
