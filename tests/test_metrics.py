@@ -224,3 +224,13 @@ def test_target_scores_shared_rows_equal_one_pass_per_pair(bpe):
         want = [-float(lp[q, tok]) for q, tok in zip(e.target_positions, e.ids[e.n_prompt:])]
         assert nll == pytest.approx(sum(want) / len(want), abs=1e-5)
         assert hits == [int(lp[q].argmax()) == tok for q, tok in zip(e.target_positions, e.ids[e.n_prompt:])]
+
+
+def test_pair_probabilities_are_exp_of_mean_nll_and_none_without_a_true_target(bpe):
+    from memit.eval.metrics import pair_probabilities, target_nll
+
+    model = tiny_model("llama", bpe)
+    got = pair_probabilities(model, bpe, [("The capital is", "Rome", "Paris"), ("He plays the", "piano", None)])
+    nll = target_nll(model, bpe, [("The capital is", "Rome"), ("The capital is", "Paris"), ("He plays the", "piano")])
+    assert got[0] == pytest.approx((math.exp(-nll[0]), math.exp(-nll[1])))
+    assert got[1][0] == pytest.approx(math.exp(-nll[2])) and got[1][1] is None

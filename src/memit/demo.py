@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from importlib import resources
 
 import torch
 
-from memit.eval.metrics import target_nll
+from memit.eval.metrics import pair_probabilities
 from memit.hparams import MemitHyperParams
 from memit.methods import run
 from memit.requests import Case, load_cases
@@ -30,16 +29,15 @@ def greedy(model, tokenizer, prompt: str, max_new_tokens: int = 12) -> str:
 
 def probe(model, tokenizer, cases: list[Case]) -> list[dict]:
     """P(new) and P(true) (exp of the mean per-token NLL) on rewrite, paraphrase, neighbour."""
-    rows, pairs = [], []
+    rows, asked = [], []
     for c in cases:
         r = c.request
         for kind, prompt in (("rewrite", r.text), ("paraphrase", c.paraphrase_prompts[0]),
                              ("neighbour", c.neighborhood_prompts[0])):
             rows.append({"subject": r.subject, "kind": kind, "prompt": prompt})
-            pairs += [(prompt, r.target_new), (prompt, r.target_true)]
-    nll = target_nll(model, tokenizer, pairs)
-    for i, row in enumerate(rows):
-        row["p_new"], row["p_true"] = math.exp(-nll[2 * i]), math.exp(-nll[2 * i + 1])
+            asked.append((prompt, r.target_new, r.target_true))
+    for row, (p_new, p_true) in zip(rows, pair_probabilities(model, tokenizer, asked)):
+        row["p_new"], row["p_true"] = p_new, p_true
     return rows
 
 

@@ -70,6 +70,14 @@ def target_nll(model, tokenizer, pairs: list[tuple[str, str]], batch_tokens: int
     return [nll for nll, _ in target_scores(model, tokenizer, pairs, batch_tokens)]
 
 
+def pair_probabilities(model, tokenizer, rows: list[tuple[str, str, str | None]]) -> list[tuple[float, float | None]]:
+    """(P(new), P(true)) for each (prompt, target_new, target_true or None): exp of the mean
+    per-token NLL, the figure the demo and the playground show a person; None where no true target."""
+    pairs = [(p, t) for p, new, true in rows for t in (new, true or new)]
+    nll = target_nll(model, tokenizer, pairs)
+    return [(math.exp(-nll[2 * i]), math.exp(-nll[2 * i + 1]) if true else None) for i, (_, _, true) in enumerate(rows)]
+
+
 def counterfact_case_scores(model, tokenizer, cases: list[Case], batch_tokens: int = 4096) -> list[dict]:
     """Per case: NLLs of target_new and target_true on rewrite, paraphrase and neighbour prompts."""
     pairs, index = [], []

@@ -10,7 +10,6 @@ a copy taken before it started. Closing the page does neither: the edit goes on 
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import threading
@@ -23,7 +22,7 @@ import torch
 from memit import progress, weights
 from memit.delta import Delta
 from memit.demo import greedy
-from memit.eval.metrics import target_nll
+from memit.eval.metrics import pair_probabilities
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.journal import Journal
@@ -145,13 +144,14 @@ class Session:
         try:
             requests = [c.request for c in cases]
             with progress.listen(listener):
-                before = _probabilities(self.model, self.tokenizer, requests)
+                asked = [(r.text, r.target_new, r.target_true) for r in requests]
+                before = pair_probabilities(self.model, self.tokenizer, asked)
                 if self._stats is None and self.hp.sequential_stats == "base":
                     self._stats = sequence_stats(self.model, self.tokenizer, self.hp, self._bars)
                 delta = run(self.method, self.model, self.tokenizer, requests, self.hp, prior=self.journal.prior(),
                             progress=self._bars, stats=self._stats)
                 progress.phase("scoring the edited model")
-                after = _probabilities(self.model, self.tokenizer, requests)
+                after = pair_probabilities(self.model, self.tokenizer, asked)
             job.step = self.journal.append(self.base, delta)
             self.history.append({"step": job.step, "delta": delta, "facts": _fact_rows(delta, requests, before, after),
                                  "layers": _layer_rows(delta), "verification": delta.meta.get("verification", {}),
@@ -233,13 +233,6 @@ def _edited_weights(model, hp: MemitHyperParams, method: str) -> list[str]:
     layers = [hp.rome_layer()] if method in ("rome", "ft", "ft-w") else hp.layers
     return [arch.mlp_out_name(layer) + ".weight" for layer in layers]
 
-
-def _probabilities(model, tokenizer, requests) -> list[tuple[float, float | None]]:
-    """P(new), P(true) on each rewrite prompt: exp of the mean per-token NLL, as the demo shows."""
-    pairs = [(r.text, t) for r in requests for t in (r.target_new, r.target_true or r.target_new)]
-    nll = target_nll(model, tokenizer, pairs)
-    return [(math.exp(-nll[2 * i]), math.exp(-nll[2 * i + 1]) if r.target_true else None)
-            for i, r in enumerate(requests)]
 
 
 def _fact_rows(delta: Delta, requests, before, after) -> list[dict]:
