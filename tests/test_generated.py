@@ -161,3 +161,32 @@ def test_the_chat_form_uses_the_tokenizers_template(bpe):
     assert none["chat"] is None and generated_summary(none)["forms"]["chat"] is None
     with pytest.raises(ValueError, match="form must be"):
         prompt_ids(tok, "x", "poem")
+
+
+def test_answers_resume_from_their_store_and_the_key_follows_the_weights(bpe, tmp_path, monkeypatch):
+    """A run cut off mid-way goes on from the answers already kept; another model's answers are
+    never read for this one."""
+    import memit.eval.generated as gen
+    from memit.eval.generated import answer_store, answers
+    from memit.fingerprint import model_fingerprint
+
+    model = tiny_model("llama", bpe)
+    prompts = ["The Eiffel Tower is in", "Toko Yasuda plays the", "Danielle speaks", "The Eiffel Tower is in"]
+    plain = answers(model, bpe, prompts)
+    store = answer_store(tmp_path, model_fingerprint(model), "plain")
+    asked = []
+    real = gen.sample
+    monkeypatch.setattr(gen, "sample", lambda m, t, ids, **kw: asked.append(len(ids)) or real(m, t, ids, **kw))
+    assert answers(model, bpe, prompts, store=store, chunk=2) == plain
+    assert asked == [2, 1]  # three distinct prompts, two chunks, each appended as it finished
+    lines = store.read_text().splitlines()
+    store.write_text(lines[0] + "\n" + lines[1][:5])  # cut off while writing the second answer
+    asked.clear()
+    assert answers(model, bpe, prompts, store=store) == plain
+    assert asked == [2]  # only what was not kept
+    asked.clear()
+    assert answers(model, bpe, prompts, store=store) == plain and asked == []
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)
+    assert answer_store(tmp_path, model_fingerprint(model), "plain") != store
+    assert answer_store(tmp_path, "x", "plain") != answer_store(tmp_path, "x", "chat")

@@ -18,14 +18,22 @@ it as whole words. A target that normalises to nothing never matches.
 The chat form asks the same prompt as one user turn in the tokenizer's chat template
 (``CHAT_TURN``), as a user of an instruct model would; such answers often restate the prompt
 ("The Eiffel Tower is in Rome."), so "contains" is the figure to read there.
+
+At N = 1,000 a form is tens of thousands of answers and takes most of an hour on a CPU, so with
+``resume`` the answers are kept on disk as each chunk finishes, under a key of the model's weights,
+the form, the budget, the turn and this code: a run that was cut off goes on where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 
+from memit.eval import fluency
 from memit.eval.fluency import sample
 from memit.eval.metrics import bootstrap_ci
 from memit.requests import Case
@@ -94,18 +102,56 @@ def prompt_ids(tokenizer, prompt: str, form: str, turn: str = CHAT_TURN) -> list
 
 
 def answers(model, tokenizer, prompts: list[str], form: str = "plain", max_new_tokens: int | None = None,
-            batch_size: int = 64, turn: str = CHAT_TURN) -> list[str]:
+            batch_size: int = 64, turn: str = CHAT_TURN, store: Path | None = None, chunk: int = 512) -> list[str]:
     """The greedy answer to each prompt, cut by ``first_answer``. Each distinct prompt is generated
     once (CounterFact's neighbourhood prompts repeat across cases), shortest first so that a
-    batch holds little padding, and only until its answer is ``settled``."""
-    unique = list(dict.fromkeys(prompts))
+    batch holds little padding, and only until its answer is ``settled``. With ``store`` (a JSON
+    lines file) the answers found there are not generated again, and new ones are appended to it
+    ``chunk`` prompts at a time."""
+    budget = max_new_tokens or BUDGET[form]
+    got = _stored(store)
+    unique = [p for p in dict.fromkeys(prompts) if p not in got]
     ids = {p: prompt_ids(tokenizer, p, form, turn) for p in unique}
     order = sorted(unique, key=lambda p: len(ids[p]))
-    texts = sample(model, tokenizer, [ids[p] for p in order], max_new_tokens=max_new_tokens or BUDGET[form],
-                   top_k=1, batch_size=batch_size, desc=f"answering {len(order)} prompts ({form})",
-                   done=lambda new: settled(tokenizer.decode(new, skip_special_tokens=True)))
-    got = {p: first_answer(t) for p, t in zip(order, texts)}
+    step = chunk if store else max(len(order), 1)
+    for i in range(0, len(order), step):
+        part = order[i: i + step]
+        texts = sample(model, tokenizer, [ids[p] for p in part], max_new_tokens=budget, top_k=1,
+                       batch_size=batch_size, desc=f"answering {len(order)} prompts ({form}, from {i})",
+                       done=lambda new: settled(tokenizer.decode(new, skip_special_tokens=True)))
+        new = {p: first_answer(t) for p, t in zip(part, texts)}
+        got |= new
+        if store:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            with store.open("a+b") as f:  # a line cut off by an interruption is closed first
+                f.seek(0, 2)
+                if f.tell() and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+                    f.write(b"\n")
+            with store.open("a") as f:
+                f.writelines(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in new.items())
     return [got[p] for p in prompts]
+
+
+def answer_store(directory: Path, model_fp: str, form: str, turn: str = CHAT_TURN) -> Path:
+    """Where ``answers`` keeps one model's answers in one form: the key holds the weights, the
+    form, its budget, the chat turn and the source of the decoding and cutting code."""
+    source = Path(fluency.__file__).read_bytes() + Path(__file__).read_bytes()
+    key = json.dumps([model_fp, form, BUDGET[form], turn, hashlib.sha256(source).hexdigest()])
+    return directory / f"{form}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.jsonl"
+
+
+def _stored(store: Path | None) -> dict[str, str]:
+    """The answers kept in ``store``; a last line cut off by an interruption is left out."""
+    out: dict[str, str] = {}
+    if store is None or not store.is_file():
+        return out
+    for line in store.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            out[row["prompt"]] = row["answer"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def _match(answer: str, new: Sequence[str], true: Sequence[str]) -> dict:
@@ -113,17 +159,25 @@ def _match(answer: str, new: Sequence[str], true: Sequence[str]) -> dict:
             "true_exact": exact_match(answer, true), "true_contains": contains(answer, true)}
 
 
-def counterfact_generated(model, tokenizer, cases: list[Case], forms: Sequence[str] = FORMS) -> dict:
+def counterfact_generated(model, tokenizer, cases: list[Case], forms: Sequence[str] = FORMS,
+                          resume: Path | None = None) -> dict:
     """Per form and case: for every rewrite, paraphrase and neighbourhood prompt, whether the
     greedy answer starts with / contains target_new and target_true, and the rewrite answers
-    themselves. A form the tokenizer cannot give (chat without a template) is None."""
+    themselves. A form the tokenizer cannot give (chat without a template) is None. ``resume``: a
+    directory where the answers are kept as they come (``answer_store``)."""
+    fp = None
+    if resume is not None:
+        from memit.fingerprint import model_fingerprint
+
+        fp = model_fingerprint(model)
     prompts = [p for c in cases for kind in _prompts(c).values() for p in kind]
     out: dict[str, list[dict] | None] = {}
     for form in forms:
         if form == "chat" and not has_chat_template(tokenizer):
             out[form] = None
             continue
-        got = iter(answers(model, tokenizer, prompts, form))
+        store = answer_store(resume, fp, form) if resume is not None else None
+        got = iter(answers(model, tokenizer, prompts, form, store=store))
         per = []
         for c in cases:
             r, row = c.request, {"case_id": c.request.case_id}

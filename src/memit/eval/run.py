@@ -86,7 +86,7 @@ def score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed
     summary = counterfact_summary(per)
     generated = None
     if generate:
-        generated = counterfact_generated(model, tokenizer, cases, generate)
+        generated = counterfact_generated(model, tokenizer, cases, generate, resume=cache_dir() / "answers")
         summary["generated"] = generated_summary(generated)
     if fluency:
         prompts = [p for c in cases for p in (c.generation_prompts or c.paraphrase_prompts[:1] or (c.request.text,))]
