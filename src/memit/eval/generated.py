@@ -114,6 +114,8 @@ def answers(model, tokenizer, prompts: list[str], form: str = "plain", max_new_t
     ids = {p: prompt_ids(tokenizer, p, form, turn) for p in unique}
     order = sorted(unique, key=lambda p: len(ids[p]))
     step = chunk if store else max(len(order), 1)
+    if store and order:
+        _close_last_line(store)
     for i in range(0, len(order), step):
         part = order[i: i + step]
         texts = sample(model, tokenizer, [ids[p] for p in part], max_new_tokens=budget, top_k=1,
@@ -122,11 +124,6 @@ def answers(model, tokenizer, prompts: list[str], form: str = "plain", max_new_t
         new = {p: first_answer(t) for p, t in zip(part, texts)}
         got |= new
         if store:
-            store.parent.mkdir(parents=True, exist_ok=True)
-            with store.open("a+b") as f:  # a line cut off by an interruption is closed first
-                f.seek(0, 2)
-                if f.tell() and (f.seek(-1, 2), f.read(1))[1] != b"\n":
-                    f.write(b"\n")
             with store.open("a") as f:
                 f.writelines(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in new.items())
     return [got[p] for p in prompts]
@@ -138,6 +135,15 @@ def answer_store(directory: Path, model_fp: str, form: str, turn: str = CHAT_TUR
     source = Path(fluency.__file__).read_bytes() + Path(__file__).read_bytes()
     key = json.dumps([model_fp, form, BUDGET[form], turn, hashlib.sha256(source).hexdigest()])
     return directory / f"{form}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.jsonl"
+
+
+def _close_last_line(store: Path) -> None:
+    """Make sure ``store`` exists and ends in a newline, so that a line cut off by an interruption
+    stays a line of its own (which ``_stored`` skips) instead of swallowing the next one."""
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with store.open("a+b") as f:
+        if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+            f.write(b"\n")
 
 
 def _stored(store: Path | None) -> dict[str, str]:

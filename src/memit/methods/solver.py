@@ -74,20 +74,28 @@ class MemitSolve(Solver):
                              "a": lam * self.system_c0(layer, c0, lam).double() + k @ k.T}
         return s
 
+    @staticmethod
+    def _eig(s: dict) -> torch.Tensor:
+        if "eig" not in s:
+            s["eig"] = torch.linalg.eigvalsh(s["a"])
+        return s["eig"]
+
+    @staticmethod
+    def _dirs(s: dict) -> torch.Tensor:
+        """(λC + KKᵀ)⁻¹K: its columns are the requests' update directions."""
+        if "dirs" not in s:
+            s["dirs"] = torch.linalg.solve(s["a"], s["keys"].double())
+        return s["dirs"]
+
     def solve(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
         if lam == 0:
             return solve_update(resid, keys, c0, lam)
-        s = self._system(layer, keys, c0, lam)
-        s["dirs"] = torch.linalg.solve(s["a"], keys.double())  # columns: each request's update direction
-        return LowRank(resid.double(), s["dirs"].T)
+        return LowRank(resid.double(), self._dirs(self._system(layer, keys, c0, lam)).T)
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float | None:
         if lam <= 0 or c0.shape[0] > COND_MAX_DFF:
             return None
-        s = self._system(layer, keys, c0, lam)
-        if "eig" not in s:
-            s["eig"] = torch.linalg.eigvalsh(s["a"])
-        return cond_of_eigenvalues(s["eig"])
+        return cond_of_eigenvalues(self._eig(self._system(layer, keys, c0, lam)))
 
     def layer_info(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float, full: bool) -> dict:
         """With ``full``: the spectrum of the system and of KKᵀ, and how much the update directions
@@ -96,15 +104,11 @@ class MemitSolve(Solver):
             return {}
         s = self._system(layer, keys, c0, lam)
         info = {}
-        if c0.shape[0] <= COND_MAX_DFF and "eig" not in s:
-            s["eig"] = torch.linalg.eigvalsh(s["a"])
-        spec = spectrum(keys, None, lam, ev_a=s.get("eig"))
+        spec = spectrum(keys, None, lam, ev_a=self._eig(s)) if c0.shape[0] <= COND_MAX_DFF else None
         if spec:
             self.spectra[layer] = {"eig": spec.pop("eig"), "eig_kk": spec.pop("eig_kk")}
             info |= {"cond_kk": spec["cond_kk"], "rank_kk": spec["rank_kk"]}
-        if "dirs" not in s:
-            s["dirs"] = torch.linalg.solve(s["a"], keys.double())
-        overlap = update_overlap(keys, None, lam, dirs=s["dirs"])
+        overlap = update_overlap(keys, None, lam, dirs=self._dirs(s))
         if overlap:
             self.per_request[layer] = overlap.pop("per_request")
             info["update_overlap"] = overlap

@@ -234,7 +234,6 @@ def _edited_weights(model, hp: MemitHyperParams, method: str) -> list[str]:
     return [arch.mlp_out_name(layer) + ".weight" for layer in layers]
 
 
-
 def _fact_rows(delta: Delta, requests, before, after) -> list[dict]:
     rows = []
     for r, m, b, a in zip(requests, delta.meta["requests"], before, after):
