@@ -5,6 +5,7 @@ import torch
 
 import memit
 from helpers import ALL_TYPES, make_tokenizer, tiny_model
+from memit import postnorm
 from memit.hparams import MemitHyperParams
 from memit.models.arch import get_arch
 from memit.targets import compute_targets
@@ -175,3 +176,24 @@ def test_typical_clamp_through_edit(bpe):
     hp.clamp_ref = "nearest"
     with pytest.raises(memit.EditError, match="clamp_ref"):
         memit.edit(model, bpe, REQS, hp, progress=False)
+
+
+@pytest.mark.parametrize("where", ["mlp", "residual"])
+def test_after_a_post_mlp_norm_delta_moves_the_mlp_output_or_the_block_output(bpe, where):
+    """Gemma's δ enters before the norm after the MLP ("mlp"), or at the block's output as the
+    paper has it ("residual"); either way the fast path is the plain one, and an "mlp" target is
+    a change the norm can give: z − h is what the norm makes of a change of the MLP output."""
+    model = tiny_model("gemma3_text", bpe)
+    hp = MemitHyperParams(v_num_grad_steps=6, v_lr=0.05, v_lr_post_norm=0.2, batch_tokens=64, post_norm_delta=where)
+    arch = get_arch(model)
+    fast = compute_targets(model, bpe, arch, REQS, 2, PREFIXES, hp, progress=False)
+    ref = reference_targets(model, bpe, arch, REQS, 2, PREFIXES, hp)
+    torch.testing.assert_close(fast.z, ref.z, rtol=1e-4, atol=1e-5)
+    assert fast.steps == ref.steps and fast.clamped == ref.clamped
+    other = compute_targets(model, bpe, arch, REQS, 2, PREFIXES,
+                            hp.with_changes({"post_norm_delta": "residual" if where == "mlp" else "mlp"}), progress=False)
+    assert not torch.allclose(fast.z, other.z)
+    if where == "mlp":  # each row's change has the rms of γ ⊙ (unit vector), as the norm's outputs do
+        gamma = postnorm.scale(model.get_submodule(arch.post_mlp_norm_name(2)))
+        out_change = fast.z - fast.h
+        assert out_change.norm(dim=1).max() < 2 * gamma.norm()

@@ -82,6 +82,12 @@ class MemitHyperParams:
     # What the clamp is a share of: "fact", each fact's own ‖h‖ at the subject (the paper's), or
     # "typical", the median residual norm of ordinary text at that block (residual.py), the same for all.
     clamp_ref: str = field(default="fact", metadata=LATER)
+    # Where δ enters when a norm follows the MLP (Gemma 2/3, postnorm.py): "mlp", on the MLP's
+    # output before that norm, so that the target is one the edited layer can reach; Adam's step is
+    # then v_lr_post_norm per coordinate in units of that output's rms, and the clamp is a share
+    # of its norm. "residual": on the block's output, as for every other model (the paper's).
+    post_norm_delta: str = field(default="mlp", metadata=LATER)
+    v_lr_post_norm: float = field(default=0.1, metadata=LATER)
     # δ's start: "zero" (the paper's) or "gradient": one step along the normalised gradient of the
     # loss at δ = 0, to v_init_scale of the clamp, before Adam goes on (UltraEdit's closed-form
     # targets take such a step); fewer steps when the first direction is already a good one.

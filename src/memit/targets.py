@@ -52,7 +52,8 @@ class _Chunk:
     with the key/value cache of columns < p and the output of block ``layer`` at columns ≥ p. The
     δ enters at that block's output, so each optimisation step runs only the blocks above it."""
 
-    def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], per_req: int, pad_id: int):
+    def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], per_req: int, pad_id: int,
+                 pre_norm: bool = False):
         device = input_device(model)
         self.per_req, self.arch, self.layer = per_req, arch, layer
         self.p = p = max(e.subject_last for e in encs)
@@ -70,12 +71,16 @@ class _Chunk:
             out = model.base_model(input_ids=ids[:, :p].to(device), attention_mask=self.mask[:, :p],
                                    position_ids=pos[:, :p].to(device), use_cache=True)
             self.cache = out.past_key_values
-        block = arch.block_name(layer)
-        with hooks.record(model, [block], stop=True, whole=True) as seen:
+        block, mlp = arch.block_name(layer), arch.mlp_out_name(layer)
+        with hooks.record(model, [mlp, block] if pre_norm else [block], stop=True, whole=True) as seen:
             hooks.run(model.base_model, input_ids=self.ids, attention_mask=self.mask, position_ids=self.pos,
                       past_key_values=self._cache(torch.arange(len(encs), device=device)),
                       use_cache=self.cache is not None)
         self.known = seen[block]
+        # With a norm after the MLP, δ moves the MLP's output y before that norm (postnorm.py):
+        # the MLP output at the subject's last token of every row, and the norm.
+        self.y = seen[mlp][:, 0] if pre_norm else None
+        self.norm = model.get_submodule(arch.post_mlp_norm_name(layer)) if pre_norm else None
         # Loss positions, in suffix columns: target predictions of rewriting rows, column 0 of KL rows.
         self.pos_r, self.pos_c, self.tgt, self.owner = [], [], [], []
         for r, e in enumerate(encs):
@@ -98,7 +103,8 @@ class _Chunk:
 
     def forward(self, model, arch: Arch, live: list[int], add) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs at the loss positions and at the KL rows, for the requests ``live``
-        (indices within the chunk), with ``add(out_at_subject, row_request)`` applied at block l_L."""
+        (indices within the chunk), with ``add(out_at_subject, row_request, y)`` applied at block l_L
+        (``y``: the rows' MLP outputs before the norm, or None)."""
         device = self.ids.device
         rows = torch.tensor([j * self.per_req + k for j in live for k in range(self.per_req)], device=device)
         row_req = torch.arange(len(live), device=device).repeat_interleave(self.per_req)
@@ -106,7 +112,8 @@ class _Chunk:
 
         def edit(out):
             at = torch.arange(len(rows), device=out.device)
-            return out.index_put((at, torch.zeros_like(at)), add(out[:, 0], row_req))
+            y = None if self.y is None else self.y[rows.to(self.y.device)].to(out.device)
+            return out.index_put((at, torch.zeros_like(at)), add(out[:, 0], row_req, y))
 
         with hooks.skip_blocks(model, self.arch.blocks, self.layer, self.known, rows), \
                 hooks.edit_output(model, self.arch.block_name(self.layer), edit):
@@ -147,6 +154,11 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
     100 records inside the first 1,000, another λ or first layer) share their optimisation.
     ``ref_norm`` (with ``hp.clamp_ref`` "typical") is the norm the clamp is a share of.
     """
+    if hp.post_norm_delta not in ("mlp", "residual"):
+        raise ValueError(f"post_norm_delta must be mlp or residual, not {hp.post_norm_delta!r}")
+    pre_norm = arch.post_mlp_norm is not None and hp.post_norm_delta == "mlp"
+    if pre_norm and ref_norm is not None:
+        raise ValueError("clamp_ref 'typical' bounds a residual δ; with post_norm_delta 'mlp' δ moves the MLP output")
     if (hp.clamp_ref == "typical") != (ref_norm is not None):
         raise ValueError(f"clamp_ref {hp.clamp_ref!r} wants ref_norm {'given' if hp.clamp_ref == 'typical' else 'None'}")
     n = len(requests)
@@ -175,7 +187,8 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
     for rng in ranges:
         reqs = [todo[order[j]] for j in range(rng.start // per_req, rng.stop // per_req)]
         with torch.no_grad():
-            chunk = _Chunk(model, arch, layer, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0)
+            chunk = _Chunk(model, arch, layer, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0,
+                           pre_norm=pre_norm)
         z[reqs], h[reqs] = _optimise(model, arch, chunk, [res[i] for i in reqs], hp, bar, ref_norm)
         for i in reqs if store else []:
             save_tensors(Path(store) / f"{keys[i][:32]}.safetensors", {"z": z[i], "h": h[i]},
@@ -225,6 +238,9 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
     delta = torch.zeros(k, d_model, device=device, requires_grad=True)
     m, v = torch.zeros_like(delta), torch.zeros_like(delta)
     h = torch.zeros(k, d_model, device=device)
+    pre = chunk.y is not None  # δ in units of rms(y) on the MLP output y before the norm (see _Chunk)
+    y0, unit = torch.zeros(k, d_model, device=device), torch.ones(k, 1, device=device)
+    lr = hp.v_lr_post_norm if pre else hp.v_lr
     kl_init = None
     live = list(range(k))
     history: list[list[float]] = [[] for _ in range(k)]  # margin per step, for the plateau stop
@@ -232,17 +248,26 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
     for step in range(hp.v_num_grad_steps):
         idx = torch.tensor(live, device=device)
 
-        def add(out, row_req, idx=idx, step=step):
+        def add(out, row_req, y, idx=idx, step=step):
             if step == 0:
                 h[idx] = out[:: chunk.per_req].detach().float().to(device)  # bare prompt, before any δ
-            return out + delta[idx][row_req.to(delta.device)].to(out.device, out.dtype)
+                if pre:
+                    y0[idx] = y[:: chunk.per_req].detach().float().to(device)
+                    unit[idx] = y0[idx].pow(2).mean(1, keepdim=True).sqrt()
+            d = delta[idx][row_req.to(delta.device)]
+            if pre:
+                d = _normed(chunk.norm, y.float(), d.to(y.device) * unit[idx][row_req.to(device)].to(y.device))
+            return out + d.to(out.device, out.dtype)
 
         tok_nll, kl_lp, margin = chunk.forward(model, arch, live, add)
         if kl_init is None:
             kl_init = kl_lp.detach()
         init = kl_init[idx]
         kl = (init.exp() * (init - kl_lp)).sum(-1)
-        decay = hp.v_weight_decay * delta[idx].norm(dim=1) / h[idx].norm(dim=1) ** 2
+        # ‖δ‖ relative to what it moves, over ‖h‖ (the paper's ‖δ‖ / ‖h‖²)
+        hn = h[idx].norm(dim=1)
+        decay = hp.v_weight_decay * (delta[idx].norm(dim=1) / d_model ** 0.5 / hn if pre else
+                                     delta[idx].norm(dim=1) / hn ** 2)
         total = tok_nll + hp.kl_factor * kl + decay
         last = step == hp.v_num_grad_steps - 1
         going = []
@@ -266,16 +291,26 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
             m[idx] = beta1 * m[idx] + (1 - beta1) * g
             v[idx] = beta2 * v[idx] + (1 - beta2) * g * g
             t = step + 1
-            ref = h[idx].norm(dim=1) if ref_norm is None else torch.full((len(live),), ref_norm, device=device)
+            ref = (torch.full((len(live),), d_model ** 0.5, device=device) if pre else h[idx].norm(dim=1)
+                   if ref_norm is None else torch.full((len(live),), ref_norm, device=device))
             limit = hp.clamp_norm_factor * ref
             if step == 0 and hp.v_init == "gradient":  # one normalised gradient step, to a share of the clamp
                 upd = -hp.v_init_scale * limit[:, None] * g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
             else:
-                upd = delta[idx] - hp.v_lr * (m[idx] / (1 - beta1 ** t)) / ((v[idx] / (1 - beta2 ** t)).sqrt() + eps)
+                upd = delta[idx] - lr * (m[idx] / (1 - beta1 ** t)) / ((v[idx] / (1 - beta2 ** t)).sqrt() + eps)
             norm = upd.norm(dim=1)
             over = norm > limit
             delta[idx] = torch.where(over[:, None], upd * (limit / norm)[:, None], upd)
             for j, i in enumerate(live):
                 results[i].clamped = bool(over[j])
     d = delta.detach()
+    if pre:
+        with torch.no_grad():
+            d = _normed(chunk.norm, y0, d * unit)
     return (h + d).float().cpu(), h.float().cpu()
+
+
+def _normed(norm: torch.nn.Module, y: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """How the block's output moves when ``d`` is added to the MLP output ``y`` before ``norm``."""
+    p = next(norm.parameters())
+    return (norm((y + d).to(p.dtype)) - norm(y.to(p.dtype))).float()

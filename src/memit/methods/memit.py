@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from memit import weights
+from memit import postnorm, weights
 from memit.delta import Delta
 from memit.diagnostics import max_key_overlap, text_change
 from memit.fingerprint import model_fingerprint
@@ -28,7 +28,6 @@ from memit.lowrank import LowRank
 from memit.methods.ridge import RidgeMatchNorm
 from memit.methods.solver import MemitSolve, Solver
 from memit.models.arch import Arch, as_math, dims, get_arch, n_layers
-from memit.postnorm import pre_norm_change
 from memit.progress import tqdm
 from memit.prompts import generate_prefixes
 from memit.requests import EditRequest, RequestError, check_conflicts, validate, where_of
@@ -168,6 +167,8 @@ def _targets(e: _Edit, targets: Targets | None, checkpoint) -> None:
         elif hp.clamp_ref != "fact":
             raise EditError(f"clamp_ref must be fact or typical, not {hp.clamp_ref!r}")
         settings = [e.fingerprint, z_layer, e.prefixes, hp.target_dict()] + ([ref] if ref is not None else [])
+        if e.arch.post_mlp_norm and hp.post_norm_delta == "mlp":  # not the δ that earlier caches hold
+            settings += ["mlp", hp.v_lr_post_norm]
         keys = [hashlib.sha256(json.dumps(settings + [dataclasses.astuple(r)], sort_keys=True, default=str).encode())
                 .hexdigest() for r in e.requests]
         targets = compute_targets(e.model, e.tokenizer, e.arch, e.requests, z_layer, e.prefixes, hp, e.progress,
@@ -194,14 +195,14 @@ def _write_layer(e: _Edit, i: int, layer: int) -> None:
     e.timings["keys"] += time.perf_counter() - t
 
     t = time.perf_counter()
-    resid = (e.targets.z - cur_z).T / (len(hp.layers) - i)  # (d_model, n)
+    resid = (e.targets.z - cur_z).T / _spread(e, i)  # (d_model, n)
     name = arch.mlp_out_name(layer) + ".weight"
     weight = weights.read(model, name)  # wherever it lives, offloaded included
     dev = weights.execution_device(model, name)  # the layer's own device; the model is never gathered
     dev = dev if dev.type != "mps" else torch.device("cpu")  # MPS: no float64
     if arch.post_mlp_norm:  # Gemma 2/3: the change the norm after the MLP turns into resid
         y = as_math(weight, arch).to(dev).double() @ keys.to(dev).double()
-        resid = pre_norm_change(model.get_submodule(arch.post_mlp_norm_name(layer)), y, resid.to(dev).double())
+        resid = postnorm.pre_norm_change(model.get_submodule(arch.post_mlp_norm_name(layer)), y, resid.to(dev).double())
     lr = e.solver.solve(layer, resid.to(dev), keys.to(dev), c0.to(dev), e.lam).stored_as(arch.conv1d)
     upd = lr.dense()
     if not torch.isfinite(upd).all():
@@ -227,6 +228,19 @@ def _write_layer(e: _Edit, i: int, layer: int) -> None:
                          "delta_rel_norm": float(upd.norm() / w0.norm()), "cond": cond,
                          "max_key_overlap": max_key_overlap(keys), **extra})
     e.timings["diagnostics"] += time.perf_counter() - t
+
+
+def _spread(e: _Edit, i: int) -> float:
+    """Layer ``i`` writes 1/spread of the change still missing. The paper splits it evenly over
+    the layers left. After a norm on the MLP output (Gemma 2/3) a layer can only turn its output,
+    whose length is set by the norm's scale γ, and those lengths grow tenfold and more along the
+    band: there each layer takes a share in proportion to ‖γ‖, so that no layer is asked for more
+    than its output can give while later ones could give it."""
+    if not e.arch.post_mlp_norm:
+        return len(e.hp.layers) - i
+    reach = [float(postnorm.scale(e.model.get_submodule(e.arch.post_mlp_norm_name(layer))).norm())
+             for layer in e.hp.layers[i:]]
+    return sum(reach) / reach[0]
 
 
 def _restore(e: _Edit) -> None:
