@@ -20,6 +20,10 @@ CONFIGS: sweep.Configs = {
     "smollm2_preset": ("memit", {}),
     "smollm2_preset_lam4": ("memit", {"lam_per_dff": 4.0}),
     **{f"layers_{a}_{b}": ("memit", {"layers": list(range(a, b + 1))}) for a, b in ((1, 6), (2, 7), (5, 10))},
+    # after δ moved onto the MLP output before Gemma's post-MLP norm (postnorm.py, commit 0d44572):
+    # the SmolLM2 preset with that default, and with λ and the step that the demo facts wanted
+    "mlp_delta_smollm2_preset": ("memit", {}),
+    "mlp_delta_lam0.1_lr0.3": ("memit", {"lam_per_dff": 0.1, "v_lr_post_norm": 0.3}),
 }
 
 if __name__ == "__main__":
