@@ -43,3 +43,19 @@ def shared_file(rel: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs ../shared/{rel} (the benchmark data beside the checkout); not present here")
     return path
+
+
+def real_model(name: str):
+    """A real model (``smollm2-135m``, ``gemma3-270m``), fetched and converted once per user into
+    the user's own cache, not the test's private one; the test skips, saying why, where it cannot be."""
+    import memit
+    from memit.models.loading import ModelLoadError
+
+    private = os.environ["MEMIT_CACHE"]
+    os.environ["MEMIT_CACHE"] = USER_CACHE
+    try:
+        return memit.load_model(name)
+    except ModelLoadError as e:
+        pytest.skip(f"{name} not available: {e}")
+    finally:
+        os.environ["MEMIT_CACHE"] = private

@@ -8,30 +8,19 @@ that the demo facts were measured to need on Gemma (λ per d_ff and the step of 
 output); the sweep on counterfact-train (benchmarks/tune_gemma.py) is what chooses a preset."""
 
 import math
-import os
 
 import pytest
 
-import memit
-from conftest import USER_CACHE
+from conftest import real_model
 from memit.demo import demo_cases
 from memit.eval.metrics import target_nll
 from memit.hparams import preset_for
 from memit.methods import run
-from memit.models.loading import ModelLoadError
 
 
 @pytest.fixture(scope="module")
 def gemma():
-    private = os.environ["MEMIT_CACHE"]
-    os.environ["MEMIT_CACHE"] = USER_CACHE  # fetched and converted once per user
-    try:
-        model, tok = memit.load_model("gemma3-270m")
-    except ModelLoadError as e:
-        pytest.skip(f"Gemma 3 270M not available: {e}")
-    finally:
-        os.environ["MEMIT_CACHE"] = private
-    return model, tok
+    return real_model("gemma3-270m")
 
 
 @pytest.mark.slow

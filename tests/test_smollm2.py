@@ -7,24 +7,15 @@ import pytest
 import torch
 
 import memit
-from conftest import USER_CACHE
+from conftest import USER_CACHE, real_model
 from memit.demo import demo_cases
 from memit.eval.metrics import target_nll
 from memit.hparams import preset_for
-from memit.models.loading import ModelLoadError
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    private = os.environ["MEMIT_CACHE"]
-    os.environ["MEMIT_CACHE"] = USER_CACHE  # the model is fetched and converted once per user
-    try:
-        model, tok = memit.load_model("smollm2-135m")
-    except ModelLoadError as e:
-        pytest.skip(f"SmolLM2 not available: {e}")
-    finally:
-        os.environ["MEMIT_CACHE"] = private
-    return model, tok
+    return real_model("smollm2-135m")
 
 
 def _probs(model, tok, pairs):
