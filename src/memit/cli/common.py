@@ -16,7 +16,7 @@ class CliError(Exception):
 
 def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m",
-                   help="model directory, .gguf file, hub id, or 'smollm2-135m' (default)")
+                   help="model directory, .gguf file, hub id, 'smollm2-135m' (default) or 'gemma3-270m'")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
