@@ -50,7 +50,8 @@ class Targets:
 class _Chunk:
     """Prompts of some requests, aligned so the subject's last token is column ``p`` of every row,
     with the key/value cache of columns < p and the output of block ``layer`` at columns ≥ p. The
-    δ enters at that block's output, so each optimisation step runs only the blocks above it."""
+    δ enters at that block's output (with ``pre_norm``, at its MLP's output before the norm that
+    follows it), so each optimisation step runs only the blocks above it."""
 
     def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], per_req: int, pad_id: int,
                  pre_norm: bool = False):
