@@ -24,6 +24,8 @@ CONFIGS: sweep.Configs = {
     # the SmolLM2 preset with that default, and with λ and the step that the demo facts wanted
     "mlp_delta_smollm2_preset": ("memit", {}),
     "mlp_delta_lam0.1_lr0.3": ("memit", {"lam_per_dff": 0.1, "v_lr_post_norm": 0.3}),
+    "mlp_delta_lr0.3": ("memit", {"v_lr_post_norm": 0.3}),
+    "mlp_delta_lam0.3_lr0.3": ("memit", {"lam_per_dff": 0.3, "v_lr_post_norm": 0.3}),
 }
 
 if __name__ == "__main__":
