@@ -26,6 +26,8 @@ CONFIGS: sweep.Configs = {
     "mlp_delta_lam0.1_lr0.3": ("memit", {"lam_per_dff": 0.1, "v_lr_post_norm": 0.3}),
     "mlp_delta_lr0.3": ("memit", {"v_lr_post_norm": 0.3}),
     "mlp_delta_lam0.3_lr0.3": ("memit", {"lam_per_dff": 0.3, "v_lr_post_norm": 0.3}),
+    # the band causal tracing suggests on Gemma (benchmarks/results/gemma/trace)
+    "mlp_delta_lam0.1_lr0.3_layers_1_6": ("memit", {"lam_per_dff": 0.1, "v_lr_post_norm": 0.3, "layers": [1, 2, 3, 4, 5, 6]}),
 }
 
 if __name__ == "__main__":

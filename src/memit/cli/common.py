@@ -27,7 +27,7 @@ def model_args(p: argparse.ArgumentParser) -> None:
 
 
 def hparam_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="hyperparameter preset: gpt-j, gpt2-xl, smollm2-135m, smollm2-135m-paper")
+    p.add_argument("--preset", help="hyperparameter preset: gpt-j, gpt2-xl, smollm2-135m, smollm2-135m-paper, gemma3-270m")
     p.add_argument("--hparams", help="JSON file of hyperparameters (may name a 'preset' to start from)")
     p.add_argument("--layers", help="comma-separated blocks to edit, e.g. 3,4,5,6,7,8")
     p.add_argument("--lambda", dest="lam", type=float, help="absolute preservation weight λ")
