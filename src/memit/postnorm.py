@@ -54,6 +54,18 @@ def scale(norm: torch.nn.Module) -> torch.Tensor:
         return norm(torch.ones(1, p.shape[-1], dtype=p.dtype, device=p.device))[0]
 
 
+def output_change(norm: torch.nn.Module, y: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """How the block's output moves when ``d`` is added to the MLP output ``y`` before ``norm``
+    (differentiable: the target vectors' δ lives on y)."""
+    p = next(norm.parameters())
+    return (norm((y + d).to(p.dtype)) - norm(y.to(p.dtype))).float()
+
+
+def reach(model: torch.nn.Module, norm_names: list[str]) -> list[float]:
+    """‖γ‖ of each named norm: how long the outputs behind it are, whatever the MLP does."""
+    return [float(scale(model.get_submodule(name)).norm()) for name in norm_names]
+
+
 def pre_norm_change(norm: torch.nn.Module, y: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
     """The change of the MLP outputs ``y`` (d_model, n) that moves ``norm``'s outputs (an RMSNorm)
     as near as they can go to their current value plus ``resid`` (d_model, n)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from memit import hooks
+from memit import hooks, postnorm
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.hparams import MemitHyperParams
 from memit.models.arch import Arch, logits
@@ -257,7 +257,7 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
                     unit[idx] = y0[idx].pow(2).mean(1, keepdim=True).sqrt()
             d = delta[idx][row_req.to(delta.device)]
             if pre:
-                d = _normed(chunk.norm, y.float(), d.to(y.device) * unit[idx][row_req.to(device)].to(y.device))
+                d = postnorm.output_change(chunk.norm, y.float(), d.to(y.device) * unit[idx][row_req.to(device)].to(y.device))
             return out + d.to(out.device, out.dtype)
 
         tok_nll, kl_lp, margin = chunk.forward(model, arch, live, add)
@@ -307,11 +307,6 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
     d = delta.detach()
     if pre:
         with torch.no_grad():
-            d = _normed(chunk.norm, y0, d * unit)
+            d = postnorm.output_change(chunk.norm, y0, d * unit)
     return (h + d).float().cpu(), h.float().cpu()
 
-
-def _normed(norm: torch.nn.Module, y: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """How the block's output moves when ``d`` is added to the MLP output ``y`` before ``norm``."""
-    p = next(norm.parameters())
-    return (norm((y + d).to(p.dtype)) - norm(y.to(p.dtype))).float()

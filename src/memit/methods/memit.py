@@ -231,16 +231,13 @@ def _write_layer(e: _Edit, i: int, layer: int) -> None:
 
 
 def _spread(e: _Edit, i: int) -> float:
-    """Layer ``i`` writes 1/spread of the change still missing. The paper splits it evenly over
-    the layers left. After a norm on the MLP output (Gemma 2/3) a layer can only turn its output,
-    whose length is set by the norm's scale γ, and those lengths grow tenfold and more along the
-    band: there each layer takes a share in proportion to ‖γ‖, so that no layer is asked for more
-    than its output can give while later ones could give it."""
+    """Layer ``i`` writes 1/spread of the change still missing: the paper's even split, or, after a
+    norm on the MLP output (Gemma 2/3), a share in proportion to the length ‖γ‖ of what each layer
+    left can write, which grows tenfold and more along the band."""
     if not e.arch.post_mlp_norm:
         return len(e.hp.layers) - i
-    reach = [float(postnorm.scale(e.model.get_submodule(e.arch.post_mlp_norm_name(layer))).norm())
-             for layer in e.hp.layers[i:]]
-    return sum(reach) / reach[0]
+    r = postnorm.reach(e.model, [e.arch.post_mlp_norm_name(layer) for layer in e.hp.layers[i:]])
+    return sum(r) / r[0]
 
 
 def _restore(e: _Edit) -> None:
