@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from page_plots import compare_plot
@@ -638,6 +639,71 @@ def generated_section() -> list[str]:
     return out
 
 
+def gemma_section() -> list[str]:
+    """Gemma 3 270M: counterfact-edit at N = 100 with the settings chosen on train and with the
+    SmolLM2 preset as it is, the train sweep that chose them, its causal trace, and where a
+    target-vector step goes beside SmolLM2's."""
+    runs = sorted(load_results("gemma/*/counterfact_memit_n*.json"), key=lambda r: (r["n"], r["_file"]))
+    out = []
+    if not runs:
+        out += ["*Not measured yet.*", ""]
+    else:
+        out += [("Command: `memit eval --model gemma3-270m (--preset smollm2-135m | --hparams "
+                 "benchmarks/hparams/gemma3-270m.json) --dataset counterfact --data "
+                 "../shared/data/counterfact/easyedit/counterfact-edit.json --n N --method memit --perplexity "
+                 "../shared/data/wikitext-2-raw/wiki.test.raw --retention ../shared/data/known_1000.json "
+                 "--out benchmarks/results/gemma/SETTINGS`. Generated: plain answers (see above)."), "",
+                "| settings | N | | ES | PS | NS | Score | gen ES | gen PS | gen NS | known facts kept | perplexity |",
+                "|---" * 12 + "|"]
+        for r in runs:
+            for state in ("unedited", "edited"):
+                e = r[state]
+                g = e.get("generated") or {}
+                gen = [f"{g[k]:.1f}" if g.get(k) is not None else "–" for k in ("gen_ES", "gen_PS", "gen_NS")]
+                kept = fmt_ci(r["retention"], "kept") if state == "edited" and r.get("retention") else "–"
+                out.append(f"| {Path(r['_file']).parent.name} | {r['n']} | {state} | "
+                           + " | ".join(fmt_ci(e, k) for k in ("ES", "PS", "NS")) + f" | {e['Score']:.1f} | "
+                           + " | ".join(gen) + f" | {kept} | {e.get('perplexity', float('nan')):.2f} |")
+        out += ["", fmt_files(runs), ""]
+    sweep = load_results("gemma_tuning/tune_gemma3-270m_n*.json")
+    if sweep:
+        t = sweep[0]
+        u = t["unedited"]
+        out += [(f"The settings were chosen on counterfact-train (first {t['n']} records; `python benchmarks/tune_gemma.py "
+                 f"--n {t['n']}`), starting from the SmolLM2 preset. Unedited: ES {u['ES']:.0f}, PS {u['PS']:.0f}, "
+                 f"NS {u['NS']:.0f}, perplexity (wikitext-2 validation) {u['perplexity']:.2f}."), "",
+                "| configuration | changed from the SmolLM2 preset | ES | PS | NS | Score | known kept | perplexity | held | commit |",
+                "|---" * 10 + "|"]
+        for name, r in t["runs"].items():
+            e, v = r["edited"], r["verification"]
+            kept = f"{e['known_kept']:.1f}" if e.get("known_kept") is not None else "–"
+            out.append(f"| {name} | `{json.dumps(r['changes'])}` | {e['ES']:.0f} | {e['PS']:.0f} | {e['NS']:.0f} | "
+                       f"{e['Score']:.1f} | {kept} | {e['perplexity']:.2f} | {v['held']} of {v['held'] + v['failed']} | "
+                       f"{str(r['machine'].get('commit'))[:8]} |")
+        out += ["", f"File: `{t['_file']}`.", ""]
+    trace = load_results("gemma/trace/trace.json")
+    if trace:
+        t = trace[0]
+        used = sorted({tuple(r["hparams"]["layers"]) for r in runs})
+        out += [(f"Causal tracing (`memit trace --model gemma3-270m --facts ../shared/data/known_1000.json --n "
+                 f"{t['n_candidates']} --samples {t['samples']} --window {t['window']} --out "
+                 f"benchmarks/results/gemma/trace`): {t['n_traced']} of {t['n_candidates']} facts known and traced; "
+                 f"suggested band **{t['suggested_band']}**, against the band edited above: "
+                 + ", ".join(str(list(b)) for b in used) + "."), "",
+                "![Gemma causal trace](../benchmarks/results/gemma/trace/trace.png)", "",
+                f"File: `{t['_file']}`. Machine: {fmt_machine(t['machine'])}.", ""]
+    prof = load_results("speed/profile.json") + load_results("speed/profile_gemma3-270m.json")
+    if len(prof) == 2 and all("lm_head_s" in p for p in prof):
+        out += ["One target-vector step (`python benchmarks/profile_step.py --n 10 [--model gemma3-270m]`):", "",
+                "| model | vocabulary | blocks above the edited layer | step | LM head (logits, log-softmax, backward) |",
+                "|---|---|---|---|---|"]
+        for p in prof:
+            out.append(f"| {p['model']} | {p['vocab']:,} | {p['blocks_above']} | {p['step_wall_s']:.2f} s | "
+                       f"{p['lm_head_s']:.2f} s ({100 * p['lm_head_share']:.0f} %) |")
+        out += ["", fmt_files(prof), ""]
+    return out
+
+
 def speed_section() -> list[str]:
     """Phase times of the fast path against the in-project reference loop, and the issue's targets."""
     speed = sorted(load_results("speed/speed_n*.json"), key=lambda r: r["n"])
@@ -734,6 +800,7 @@ def page() -> str:
     out += ["## Against the paper's own code, in one run", ""] + peer_section()
     out += ["## Shipping an edit: delta sizes, LoRA adapters, GGUF", ""] + export_section()
     out += ["## Generated answers, chat prompts and multi-hop questions", ""] + generated_section()
+    out += ["## A second model: Gemma 3 270M", ""] + gemma_section()
     tune = load_results("preset/tune_n*.json")
     out += ["## How the SmolLM2 preset was chosen", "", "See [presets.md](presets.md).", ""]
     if tune:
