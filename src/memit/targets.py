@@ -242,6 +242,8 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
     pre = chunk.y is not None  # δ in units of rms(y) on the MLP output y before the norm (see _Chunk)
     y0, unit = torch.zeros(k, d_model, device=device), torch.ones(k, 1, device=device)
     lr = hp.v_lr_post_norm if pre else hp.v_lr
+    # the clamp as one number for all: √d for δ on y in rms units (c·√d is c·‖y‖), or the typical norm
+    fixed = d_model ** 0.5 if pre else ref_norm
     kl_init = None
     live = list(range(k))
     history: list[list[float]] = [[] for _ in range(k)]  # margin per step, for the plateau stop
@@ -292,8 +294,7 @@ def _optimise(model, arch, chunk: _Chunk, results: list[_Result], hp, bar, ref_n
             m[idx] = beta1 * m[idx] + (1 - beta1) * g
             v[idx] = beta2 * v[idx] + (1 - beta2) * g * g
             t = step + 1
-            ref = (torch.full((len(live),), d_model ** 0.5, device=device) if pre else h[idx].norm(dim=1)
-                   if ref_norm is None else torch.full((len(live),), ref_norm, device=device))
+            ref = h[idx].norm(dim=1) if fixed is None else torch.full((len(live),), fixed, device=device)
             limit = hp.clamp_norm_factor * ref
             if step == 0 and hp.v_init == "gradient":  # one normalised gradient step, to a share of the clamp
                 upd = -hp.v_init_scale * limit[:, None] * g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
