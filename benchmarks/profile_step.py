@@ -24,8 +24,8 @@ from torch.profiler import ProfilerActivity, profile
 
 import memit
 from memit.eval.run import machine
-from memit.hparams import preset_for
-from memit.models.arch import get_arch, logits
+from memit.hparams import default_hparams
+from memit.models.arch import get_arch, logits, n_layers
 from memit.prompts import request_rows
 from memit.targets import _Chunk
 
@@ -51,7 +51,7 @@ def main() -> None:
     model, tok = memit.load_model(args.model)
     arch = get_arch(model)
     pre = arch.post_mlp_norm is not None
-    hp = preset_for("smollm2-135m")
+    hp = default_hparams(model.config.model_type, n_layers(model, arch))  # the model's own preset
     layer = hp.layers[-1]
     reqs = [c.request for c in memit.load_cases(DATA, n=args.n)]
     rows = request_rows(tok, reqs, hp.prefixes)
