@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from pages.sweeps import peer_table
+
 from memit.eval.run import machine
 from memit.files import write_json
 
@@ -101,20 +103,7 @@ def main() -> None:
     for r in result["memit"].values():
         r["speedup"] = result["peer"]["edit_s"] / r["edit_s"]
     write_json(args.out / f"side_by_side_n{args.n}.json", result)
-    print(table(result))
-
-
-def table(r: dict) -> str:
-    def row(name: str, s: dict, e: dict, extra: str = "") -> str:
-        return f"| {name} | {s:.0f} | " + " | ".join(f"{e.get(k, float('nan')):.1f}" for k in SCORES) + f" | {extra} |"
-
-    lines = [f"| {r['n']} facts | edit s | " + " | ".join(SCORES) + " | |", "|" + "---|" * (len(SCORES) + 3),
-             "| unedited | | " + " | ".join(f"{r['peer']['unedited'].get(k, float('nan')):.1f}" for k in SCORES) + " | |",
-             row("paper's code (excl. statistics)", r["peer"]["edit_s"], r["peer"]["edited"])]
-    for preset, m in r["memit"].items():
-        lines.append(row(f"memit --preset {preset} (whole process)", m["edit_s"], m["edited"],
-                         f"×{m['speedup']:.1f}; {m['held']} held, {m['rounds_used']} round(s)"))
-    return "\n".join(lines)
+    print(peer_table(result))
 
 
 if __name__ == "__main__":

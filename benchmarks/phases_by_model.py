@@ -1,6 +1,6 @@
 """Where the time of one whole edit goes, model by model: each model's default preset on the same
 counterfact-edit requests, with statistics cached and target vectors computed afresh (no
-checkpoint), through every verification round. Gemma's vocabulary is eight times SmolLM2's, so
+checkpoint), through every verification round. Gemma's vocabulary is 5.3 times SmolLM2's, so
 its target loop pays more for the logits; this shows how much of the whole that is.
 
     python benchmarks/phases_by_model.py --n 100 [--models smollm2-135m gemma3-270m]

@@ -104,8 +104,3 @@ def score(model, tok, cases: list) -> dict:
     out = counterfact_summary(counterfact_case_scores(model, tok, cases))
     out["perplexity"] = perplexity(model, tok, str(VALID))
     return out
-
-
-def ran_on(m: dict) -> str:
-    """Short machine and commit of one configuration: a sweep resumed elsewhere mixes machines."""
-    return f"{m.get('cpu')}, {m.get('threads')} thread(s), {str(m.get('commit'))[:7]}"

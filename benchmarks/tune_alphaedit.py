@@ -18,6 +18,7 @@ from pathlib import Path
 
 import sweep
 import torch
+from pages.sweeps import alphaedit_table
 
 from memit.eval.plots import pyplot, save
 from memit.hparams import preset_for
@@ -63,19 +64,6 @@ def plot(results: dict, path: Path) -> Path:
     return save(fig, path)
 
 
-def table(results: dict) -> str:
-    u = results["unedited"]
-    rows = ["| configuration | ES | PS | NS | perplexity (valid) | text change, layers 3–8 (×10⁻³) | null dims (share of tr C₀) |",
-            "|---|---|---|---|---|---|---|",
-            f"| unedited | {u['ES']:.0f} | {u['PS']:.0f} | {u['NS']:.0f} | {u['perplexity']:.2f} | | |"]
-    for name, r in results["runs"].items():
-        e, li = r["edited"], r["layers_info"]
-        change = " / ".join(f"{x['text_change'] * 1e3:.1f}" for x in li)
-        null = " / ".join(f"{x['null_dim']} ({x['null_energy']:.0%})" for x in li) if "null_dim" in li[0] else ""
-        rows.append(f"| {name} | {e['ES']:.0f} | {e['PS']:.0f} | {e['NS']:.0f} | {e['perplexity']:.2f} | {change} | {null} |")
-    return "\n".join(rows)
-
-
 if __name__ == "__main__":
-    sweep.main(__doc__, CONFIGS, plot, table, "benchmarks/results/alphaedit_tuning", prepare=c0_spectrum,
+    sweep.main(__doc__, CONFIGS, plot, alphaedit_table, "benchmarks/results/alphaedit_tuning", prepare=c0_spectrum,
                checkpoint=cache_dir() / "targets")

@@ -20,12 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import sweep
+from pages.sweeps import ft_table, setting, value
 
 from memit.eval.plots import pyplot, save
-from memit.hparams import FLAT_NAMES, preset_for
 
-# SmolLM2's MLP output weights are large (rms 0.18 at layers 3–8), so ROME's 5·10⁻⁴ is 0.3 % of a
-# typical entry; the sweep goes up to about a quarter of one.
+# ROME's bound 5·10⁻⁴ is a small share of a typical entry of SmolLM2's MLP output weights (their rms
+# is on docs/results.md, fine-tuning section); the sweep goes up a hundredfold from it.
 BOUNDS = (5e-4, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)  # FT-L: ε, with ft_lr = ε
 RATES = (5e-4, 2e-3, 5e-3, 2e-2)  # FT-W: ft_lr, decay as the preset
 DECAYS = (5e-2, 5e-3)  # FT-W: weaker decays, at the two larger rates
@@ -34,35 +34,6 @@ CONFIGS: sweep.Configs = {
     **{f"ft-w_lr{lr:g}": ("ft-w", {"ft_lr": lr}) for lr in RATES},
     **{f"ft-w_lr{lr:g}_wd{wd:g}": ("ft-w", {"ft_lr": lr, "ft_weight_decay": wd}) for wd in DECAYS for lr in RATES[2:]},
 }
-
-
-def best(results: dict, method: str) -> str | None:
-    """The configuration of ``method`` with the highest Score (harmonic mean of ES, PS, NS)."""
-    runs = {k: r for k, r in results["runs"].items() if r["method"] == method}
-    return max(runs, key=lambda k: runs[k]["edited"]["Score"]) if runs else None
-
-
-def _setting(r: dict) -> float:
-    return r["changes"].get("ft_norm_bound", r["changes"]["ft_lr"])
-
-
-def value(r: dict, key: str) -> float:
-    """A configuration's setting: what it changed, else the SmolLM2 preset's."""
-    group, name = FLAT_NAMES[key]
-    return getattr(getattr(preset_for("smollm2-135m").with_changes(r["changes"]), group), name)
-
-
-def edge_note(results: dict) -> str:
-    """Whether a chosen setting lies at the end of what was swept (then a wider sweep might beat it)."""
-    edges = []
-    for method, key, end, what in (("ft", "ft_norm_bound", max, "the largest bound"),
-                                   ("ft-w", "ft_weight_decay", min, "the weakest decay")):
-        chosen = best(results, method)
-        if chosen:
-            tried = [value(r, key) for r in results["runs"].values() if r["method"] == method]
-            if value(results["runs"][chosen], key) == end(tried):
-                edges.append(f"{method}'s is {what} tried")
-    return f" At the edge of the sweep: {' and '.join(edges)}." if edges else ""
 
 
 def plot(results: dict, path: Path) -> Path:
@@ -75,10 +46,10 @@ def plot(results: dict, path: Path) -> Path:
         runs = [r for r in results["runs"].values() if r["method"] == method]
         decays = sorted({value(r, "ft_weight_decay") for r in runs}, reverse=True)
         for style, decay in zip(("o-", "s--", "^:"), decays):  # FT-W: one set of lines per decay
-            line = sorted((r for r in runs if value(r, "ft_weight_decay") == decay), key=_setting)
+            line = sorted((r for r in runs if value(r, "ft_weight_decay") == decay), key=setting)
             for i, key in enumerate(("ES", "NS", "Score")):
                 label = key if method == "ft" else f"{key}, decay {decay:g}"
-                ax.plot([_setting(r) for r in line], [r["edited"][key] for r in line], style, color=f"C{i}", label=label, ms=4)
+                ax.plot([setting(r) for r in line], [r["edited"][key] for r in line], style, color=f"C{i}", label=label, ms=4)
         for i, key in enumerate(("ES", "NS", "Score")):
             ax.axhline(u[key], color=f"C{i}", ls=":", lw=1)
         if runs:  # a method not swept yet leaves its panel empty (and unscalable)
@@ -91,21 +62,5 @@ def plot(results: dict, path: Path) -> Path:
     return save(fig, path)
 
 
-def table(results: dict) -> str:
-    u = results["unedited"]
-    rows = ["| configuration | ES | PS | NS | Score | perplexity (valid) | ‖ΔW‖/‖W‖ | largest entry change | ran on |",
-            "|---|---|---|---|---|---|---|---|---|",
-            (f"| unedited | {u['ES']:.0f} | {u['PS']:.0f} | {u['NS']:.0f} | {u['Score']:.1f} | {u['perplexity']:.2f} | | | "
-            f"{sweep.ran_on(results['machine'])} |")]
-    chosen = {best(results, "ft"), best(results, "ft-w")}
-    for name, r in results["runs"].items():
-        e, li = r["edited"], r["layers_info"][0]
-        mark = " (best Score)" if name in chosen else ""
-        rows.append(f"| {name}{mark} | {e['ES']:.0f} | {e['PS']:.0f} | {e['NS']:.0f} | {e['Score']:.1f} | "
-                    f"{e['perplexity']:.2f} | {li['delta_rel_norm']:.4f} | {li['max_abs_change']:.1e} | "
-                    f"{sweep.ran_on(r.get('machine', results['machine']))} |")
-    return "\n".join(rows)
-
-
 if __name__ == "__main__":
-    sweep.main(__doc__, CONFIGS, plot, table, "benchmarks/results/ft_tuning")
+    sweep.main(__doc__, CONFIGS, plot, ft_table, "benchmarks/results/ft_tuning")

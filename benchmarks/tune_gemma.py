@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sweep
 import tune_stop
+from pages.sweeps import stop_table
 
 from memit.models.loading import cache_dir
 
@@ -28,8 +29,14 @@ CONFIGS: sweep.Configs = {
     "mlp_delta_lam0.3_lr0.3": ("memit", {"lam_per_dff": 0.3, "v_lr_post_norm": 0.3}),
     # the band causal tracing suggests on Gemma (benchmarks/results/gemma/trace)
     "mlp_delta_lam0.1_lr0.3_layers_1_6": ("memit", {"lam_per_dff": 0.1, "v_lr_post_norm": 0.3, "layers": [1, 2, 3, 4, 5, 6]}),
+    # the stopping and verification settings, on that band: a smaller and a larger margin, and
+    # verification without re-edit rounds
+    **{f"mlp_delta_lam0.1_lr0.3_layers_1_6_{name}": ("memit", {"lam_per_dff": 0.1, "v_lr_post_norm": 0.3,
+                                                                "layers": [1, 2, 3, 4, 5, 6], **change})
+       for name, change in (("margin1", {"stop_margin": 1.0}), ("margin5", {"stop_margin": 5.0}),
+                            ("rounds1", {"rounds": 1}))},
 }
 
 if __name__ == "__main__":
-    sweep.main(__doc__, CONFIGS, tune_stop.plot, tune_stop.table, "benchmarks/results/gemma_tuning",
+    sweep.main(__doc__, CONFIGS, tune_stop.plot, stop_table, "benchmarks/results/gemma_tuning",
                model="gemma3-270m", retention=True, checkpoint=cache_dir() / "targets")

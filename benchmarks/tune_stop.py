@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import sweep
+from pages.sweeps import stop_table
 
 from memit.eval.plots import pyplot, save
 from memit.hparams import preset_for
@@ -84,26 +85,7 @@ def plot(results: dict, path: Path) -> Path:
     return save(fig, path)
 
 
-def table(results: dict) -> str:
-    u = results["unedited"]
-    rows = [("| configuration | ES | PS | NS | Score | known kept | perplexity (valid) | max ‖ΔW‖/‖W‖ | steps/fact "
-            "| stopped by margin/loss/plateau/cap | facts held (rounds) | targets s | verify s | ran on |"),
-            "|" + "---|" * 14,
-            (f"| unedited | {u['ES']:.0f} | {u['PS']:.0f} | {u['NS']:.0f} | {u['Score']:.1f} | | {u['perplexity']:.2f} "
-            f"| | | | | | | {sweep.ran_on(results['machine'])} |")]
-    for name, r in results["runs"].items():
-        e, v, t = r["edited"], r.get("verification") or {}, r["timings"]
-        s = r["stopped_by"]
-        kept = f"{e['known_kept']:.1f}" if e.get("known_kept") is not None else ""
-        rows.append(f"| {name} | {e['ES']:.0f} | {e['PS']:.0f} | {e['NS']:.0f} | {e['Score']:.1f} | {kept} "
-                    f"| {e['perplexity']:.2f} | {max(x['delta_rel_norm'] for x in r['layers_info']):.3f} "
-                    f"| {r['mean_steps']:.1f} | {s['margin']}/{s['loss']}/{s['plateau']}/{s['cap']} "
-                    f"| {v.get('held')} ({v.get('rounds_used')}) | {t['targets']:.0f} | {t.get('verify', 0):.0f} "
-                    f"| {sweep.ran_on(r['machine'])} |")
-    return "\n".join(rows)
-
-
 if __name__ == "__main__":
     # round-one target vectors do not depend on λ or the ridge term: configurations share them
-    sweep.main(__doc__, CONFIGS, plot, table, "benchmarks/results/stop_tuning", retention=True,
+    sweep.main(__doc__, CONFIGS, plot, stop_table, "benchmarks/results/stop_tuning", retention=True,
                checkpoint=cache_dir() / "targets")

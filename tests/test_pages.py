@@ -1,6 +1,7 @@
 """The result pages are what their committed result files make: a stale page or a report script
 that breaks on a new file fails here, not at the end of a long run."""
 
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -17,27 +18,62 @@ def _script(name: str):
 
 
 @pytest.fixture(autouse=True)
-def _no_png_writes(monkeypatch):
-    """The plots are drawn but not saved: a test never rewrites a committed file."""
-    from memit.eval import plots
-
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the scripts import each other as they do when run
-
-    def save(fig, out):
-        plots.pyplot().close(fig)
-        return Path(out)
-
-    monkeypatch.setattr(plots, "save", save)
+def _benchmarks_on_path(monkeypatch):
+    """The page modules are imported as the scripts in benchmarks/ import them."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
 
 
-@pytest.mark.parametrize("script, doc", [("report", "results.md"), ("review", "review.md")])
-def test_page_matches_its_result_files(script, doc):
-    assert _script(script).page() == (ROOT / "docs" / doc).read_text(), (
-        f"docs/{doc} is stale: run `python benchmarks/{script}.py{' report' if script == 'review' else ''}`")
+def _pages(name: str):
+    return importlib.import_module(f"pages.{name}")
+
+
+@pytest.mark.parametrize("blocks, doc", [("results", "results.md"), ("review", "review.md")])
+def test_page_matches_its_result_files(blocks, doc):
+    text = (ROOT / "docs" / doc).read_text()
+    filled, _ = _pages("page").fill(text, _pages(blocks).BLOCKS)
+    assert filled == text, (
+        f"docs/{doc} is stale: run `python benchmarks/{'report' if blocks == 'results' else 'review'}.py"
+        f"{' report' if blocks == 'review' else ''}`")
+
+
+@pytest.mark.parametrize("blocks, doc", [("results", "results.md"), ("review", "review.md")])
+def test_every_figure_a_page_shows_can_be_drawn(blocks, doc, tmp_path):
+    """The figures are drawn in their own step; here into a temporary folder, never over a committed PNG."""
+    _, figures = _pages("page").fill((ROOT / "docs" / doc).read_text(), _pages(blocks).BLOCKS)
+    assert figures
+    for i, f in enumerate(figures):
+        assert f.path.is_file(), f"{f.path} is shown by docs/{doc} but not committed"
+        f.draw(out=tmp_path / f"{i}.png")
+        assert (tmp_path / f"{i}.png").stat().st_size > 1000
+
+
+def test_fill_recomputes_only_the_blocks_and_refuses_markers_that_do_not_match(tmp_path):
+    page = _pages("page")
+    fig = page.Figure(ROOT / "benchmarks" / "results" / "x.png", lambda out: None, "x")
+    blocks = {"a": lambda: ["new", "", fig], "b": list}
+    text = ("# Title\n\nHand-written prose (2026-12-03).\n\n<!-- generated: a -->\nold\n<!-- end: a -->\n"
+            "Between.\n<!-- generated: b -->\nstale\n<!-- end: b -->\nEnd.\n")
+    filled, figures = page.fill(text, blocks)
+    assert filled == ("# Title\n\nHand-written prose (2026-12-03).\n\n<!-- generated: a -->\nnew\n\n"
+                      "![x](../benchmarks/results/x.png)\n<!-- end: a -->\nBetween.\n<!-- generated: b -->\n"
+                      "<!-- end: b -->\nEnd.\n")
+    assert figures == [fig]
+    assert page.fill(filled, blocks)[0] == filled
+    with pytest.raises(ValueError, match="not shown b"):
+        page.fill(text.replace("generated: b", "generated: c").replace("end: b", "end: c"), blocks)
+    with pytest.raises(ValueError, match="unknown c"):
+        page.fill(text + "<!-- generated: c -->\n<!-- end: c -->\n", blocks)
+    with pytest.raises(ValueError, match="shown twice a"):
+        page.fill(text + "<!-- generated: a -->\n<!-- end: a -->\n", blocks)
+    doc = tmp_path / "page.md"
+    doc.write_text(text)
+    drawn = []
+    fig.draw = lambda out: drawn.append(out)
+    assert page.build(doc, blocks) == doc.read_text() == filled and drawn == [fig.path]
 
 
 def test_retention_verdict_names_the_first_n_well_below():
-    review = _script("review")
+    review = _pages("review")
 
     def kept(k, lo, hi):
         return {"kept": k, "kept_ci95": [lo, hi]}
@@ -55,18 +91,18 @@ def test_retention_verdict_names_the_first_n_well_below():
 
 
 def test_a_run_stopped_on_purpose_counts_as_finished():
-    report = _script("report")
+    seq = _pages("sequential")
 
     def run(method, edits, stats="current"):
         return {"method": method, "n": 2000, "batch_size": 100, "hparams": {"sequential_stats": stats},
                 "points": [{"edits": e, "perplexity": 30.0 + e / 10} for e in range(0, edits + 1, 100)]}
 
-    stop = report.STOPPED["alphaedit"][0]
-    assert report.finished(run("alphaedit", stop)) and not report.finished(run("alphaedit", stop - 100))
-    assert not report.finished(run("alphaedit", stop, stats="base"))  # the paper's AlphaEdit goes to the end
-    assert not report.finished(run("memit", 1000)) and report.finished(run("memit", 2000))
-    assert f"perplexity {30 + stop / 10:.1f} against 30.0" in report.stopped_note(run("alphaedit", stop))
-    assert report.stopped_note(run("alphaedit", stop - 100)) is None and report.stopped_note(run("memit", 2000)) is None
+    stop = seq.STOPPED["alphaedit"][0]
+    assert seq.finished(run("alphaedit", stop)) and not seq.finished(run("alphaedit", stop - 100))
+    assert not seq.finished(run("alphaedit", stop, stats="base"))  # the paper's AlphaEdit goes to the end
+    assert not seq.finished(run("memit", 1000)) and seq.finished(run("memit", 2000))
+    assert f"perplexity {30 + stop / 10:.1f} against 30.0" in seq.stopped_note(run("alphaedit", stop))
+    assert seq.stopped_note(run("alphaedit", stop - 100)) is None and seq.stopped_note(run("memit", 2000)) is None
 
 
 def test_sweep_runs_only_what_is_missing_and_stamps_each_run(tmp_path, monkeypatch):
@@ -112,20 +148,20 @@ def test_sweep_runs_only_what_is_missing_and_stamps_each_run(tmp_path, monkeypat
 
 
 def test_target_verdict_reads_the_last_point_against_the_unedited_one():
-    report = _script("report")
+    seq = _pages("sequential")
 
     def run(method, es, ns):
         return {"method": method, "hparams": {}, "points": [{"edits": 0, "ES": 30.0, "NS": 70.0, "perplexity": 30.0},
                                                            {"edits": 2000, "ES": es, "NS": ns, "perplexity": 40.0}]}
 
-    text = report.target_verdict([run("alphaedit", 98.5, 61.0), run("memit", 99.0, 59.0)])
+    text = seq.target_verdict([run("alphaedit", 98.5, 61.0), run("memit", 99.0, 59.0)])
     assert "alphaedit: ES 98.5, NS 61.0 against 70.0 unedited (9.0 below), perplexity 40.0 — target met" in text
     assert "memit: ES 99.0, NS 59.0 against 70.0 unedited (11.0 below), perplexity 40.0 — target missed" in text
-    assert report.target_verdict([{**run("memit", 99.0, 69.0), "points": [{"edits": 0}, {"edits": 1000}]}]) is None
+    assert seq.target_verdict([{**run("memit", 99.0, 69.0), "points": [{"edits": 0}, {"edits": 1000}]}]) is None
 
 
 def test_edit_age_reads_es_of_each_quarter_in_edit_order():
-    report = _script("report")
+    methods = _pages("methods")
 
     def case(new_wins):  # one rewrite prompt: NLL of target_new below target_true when the edit holds
         return {"rewrite": [{"new": 1.0, "true": 2.0} if new_wins else {"new": 2.0, "true": 1.0}],
@@ -135,8 +171,8 @@ def test_edit_age_reads_es_of_each_quarter_in_edit_order():
     rome = [case(j < i) for i in range(4) for j in range(4)]
     runs = [{"method": "rome", "n": 16, "per_case": {"edited": rome}},
             {"method": "memit", "n": 16, "per_case": {"edited": [case(True)] * 16}}]
-    assert report.es_by_quarter(runs[0]) == [0.0, 25.0, 50.0, 75.0]
-    assert report.edit_age_lines([dict(r, n=100) for r in runs]) == [
+    assert methods.es_by_quarter(runs[0]) == [0.0, 25.0, 50.0, 75.0]
+    assert methods.edit_age_lines([dict(r, n=100) for r in runs]) == [
         "", ("ES by the age of the edit, N = 100 (the requests in edit order, in quarters, first to last): "
              "ROME 0.0 / 25.0 / 50.0 / 75.0; MEMIT's one batch over the same quarters 100.0 / 100.0 / 100.0 / 100.0.")]
-    assert report.edit_age_lines(runs) == []  # too few requests for quarters to say anything
+    assert methods.edit_age_lines(runs) == []  # too few requests for quarters to say anything

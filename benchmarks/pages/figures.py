@@ -2,7 +2,8 @@
 
 They draw committed result files for docs/results.md and docs/review.md and are no part of what
 a user imports; the plots ``memit eval`` draws itself stay in memit.eval.plots, whose ``pyplot``
-and ``save`` these use (the page test replaces ``save`` so that it never rewrites a PNG).
+and ``save`` these use. A page's blocks name them (``page.Figure``) and ``page.build`` draws them,
+after the text: computing a page never writes a PNG.
 """
 
 from __future__ import annotations
