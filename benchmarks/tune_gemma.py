@@ -19,8 +19,6 @@ from memit.models.loading import cache_dir
 
 CONFIGS: sweep.Configs = {
     "smollm2_preset": ("memit", {}),
-    "smollm2_preset_lam4": ("memit", {"lam_per_dff": 4.0}),
-    **{f"layers_{a}_{b}": ("memit", {"layers": list(range(a, b + 1))}) for a, b in ((1, 6), (2, 7), (5, 10))},
     # after δ moved onto the MLP output before Gemma's post-MLP norm (postnorm.py, commit 0d44572):
     # the SmolLM2 preset with that default, and with λ and the step that the demo facts wanted
     "mlp_delta_smollm2_preset": ("memit", {}),
