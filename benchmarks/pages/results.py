@@ -10,7 +10,7 @@ from .methods import alphaedit_section, ft_tuning_section, methods_section
 from .one_batch import bands_section, preset_tuning_section, scaling_section, trace_section
 from .sequential import margin_sequence_section, sequential_section
 from .shipping import export_section
-from .speed import gpu_check_section, gpu_speed_section, profile_section, speed_section
+from .speed import edit_phases_section, gpu_check_section, gpu_speed_section, profile_section, speed_section
 from .stopping import peer_section, stop_section
 
 CF_EDIT = "../shared/data/counterfact/easyedit/counterfact-edit.json"
@@ -40,6 +40,7 @@ BLOCKS = {
     "gemma": gemma_section,
     "preset-tuning": preset_tuning_section,
     "speed": speed_section,
+    "edit-phases": edit_phases_section,
     "profile": profile_section,
     "gpu-speed": gpu_speed_section,
     "gpu-check": gpu_check_section,
