@@ -45,6 +45,10 @@ CONFIGS: sweep.Configs = {
                                                           "prefixes": FIVE[:2], "lam_per_dff": lam}) for lam in (2.0, 4.0)},
     "margin3_rounds3_2prefixes_ridge1": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
                                                    "prefixes": FIVE[:2], "ridge": 1.0}),
+    # both damage levers together, for N = 1,000 (where the default keeps too few known facts)
+    **{f"margin3_rounds3_2prefixes_ridge1_lam{lam:g}": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
+                                                                 "prefixes": FIVE[:2], "ridge": 1.0, "lam_per_dff": lam})
+       for lam in (2.0, 4.0)},
     # fewer steps: δ starts with one normalised gradient step, to a share of the clamp
     **{f"margin3_rounds3_2prefixes_ridge1_gradinit{s:g}": ("memit", {
         "stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2], "ridge": 1.0, "v_init": "gradient",
