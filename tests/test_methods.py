@@ -12,7 +12,7 @@ from memit.keys import compute_keys
 from memit.methods import METHODS, run
 from memit.methods.memit import edit
 from memit.methods.rome import RomeSolve
-from memit.methods.sequential import AlphaEditSolve, key_outer_sums, null_energy, null_projector
+from memit.methods.sequential import AlphaEditSolve, edited_weights, key_outer_sums, null_energy, null_projector
 from memit.methods.solver import solve_update
 from memit.models.arch import as_math, get_arch
 from memit.stats import second_moments
@@ -234,6 +234,34 @@ def test_encore_is_memit_seq_with_its_stopping_and_norm_term(bpe, corpus_file):
     assert enc.meta["hparams"]["stop"] == "margin" and enc.meta["hparams"]["stop_margin"] == 0.0
     plain = run("memit-seq", model, bpe, REQS[:2], hp, prior=earlier, progress=False)
     assert not torch.equal(plain.weights[name], enc.weights[name])  # its own settings did change the edit
+
+
+def test_encore_in_a_sequence_pulls_each_batch_back_toward_the_original_weights(bpe, corpus_file):
+    """Given the sequence's original weights, ENCORE's norm term is on W + ΔW − W₀, as in its paper:
+    batch 2 solves Δ(λC₀ + K_pK_pᵀ + μI + KKᵀ) = RKᵀ − μ(W₁ − W₀), μ the ridge weight. On a
+    first edit (W = W₀) that is the plain ridge term, bit for bit."""
+    model = tiny_model("llama", bpe)
+    hp = _hp(corpus_file, layers=[2], rounds=1, encore={"ridge": 0.5})
+    arch = get_arch(model)
+    name = arch.mlp_out_name(2) + ".weight"
+    base = edited_weights(model, hp)
+    first = run("encore", model, bpe, REQS[2:], hp, base=base, progress=False)
+    first.revert(model)
+    plain = run("encore", model, bpe, REQS[2:], hp, progress=False)  # stays applied: W₁
+    assert torch.equal(first.weights[name], plain.weights[name])
+    prior, w1 = key_outer_sums(plain.aux["keys"]), model.get_parameter(name).detach().clone()
+    second = run("encore", model, bpe, REQS[:2], hp, prior=prior, base=base, progress=False)
+    second.revert(model)
+    k, lam, c0 = second.aux["keys"][2].double(), second.meta["lambda"], _c0(model, bpe, hp, [2])[2]
+    _, cur = compute_keys(model, bpe, arch, REQS[:2], 2, 2, PREFIXES, 4096)
+    r = (second.aux["targets"].z - cur).T.double()
+    mu = lam * 0.5 * float(c0.trace()) / c0.shape[0]
+    a = lam * c0 + prior[2] + mu * torch.eye(c0.shape[0], dtype=torch.float64) + k @ k.T
+    drift = as_math(w1.double() - base[name].double(), arch)
+    expected = (r @ k.T - mu * drift) @ torch.linalg.inv(a)
+    torch.testing.assert_close(as_math(second.weights[name], arch).double(), expected, rtol=1e-4, atol=1e-6)
+    unanchored = run("encore", model, bpe, REQS[:2], hp, prior=prior, progress=False)
+    assert not torch.allclose(as_math(unanchored.weights[name], arch).double(), expected, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("model_type", ALL_TYPES)

@@ -24,7 +24,8 @@ KNOWN = [{"subject": "Danielle", "prompt": "Danielle speaks", "attribute": "Fren
          {"subject": "The Louvre", "prompt": "The Louvre is a", "attribute": "museum"}]
 
 
-@pytest.mark.parametrize("method", ["memit-seq", "alphaedit"])
+# encore: anchored to the weights before the first batch, which a resumed run must find again
+@pytest.mark.parametrize("method", ["memit-seq", "alphaedit", "encore"])
 def test_sequence_resumes_and_restores(bpe, corpus_file, tmp_path, monkeypatch, method):
     import memit.eval.sequential as seq_mod
 

@@ -16,8 +16,8 @@ def cmd_edit(args) -> None:
     from memit.files import write_json
     from memit.fingerprint import model_fingerprint
     from memit.journal import Journal
-    from memit.methods import run
-    from memit.methods.sequential import sequence_stats
+    from memit.methods import METHODS, run
+    from memit.methods.sequential import edited_weights, sequence_stats
 
     if not args.out and not args.delta and not args.journal:
         raise CliError("give --out DIR (edited model), --delta FILE (the weight change only) or --journal DIR")
@@ -35,15 +35,16 @@ def cmd_edit(args) -> None:
         arch = get_arch(model)
         layers = [hp.rome_layer()] if args.method in ("rome", "ft", "ft-w") else hp.layers
         gguf_names(_gguf_source(args.model), [arch.mlp_out_name(layer) + ".weight" for layer in layers])
-    journal, prior, stats = None, None, None
+    journal, prior, stats, originals = None, None, None, None
     if args.journal:  # edit the model as the journal left it, with its earlier keys
         journal = Journal(args.journal)
         base = model_fingerprint(model)
         stats = sequence_stats(model, tokenizer, hp, not args.quiet)  # "base": the unedited model's C₀
+        originals = edited_weights(model, hp) if METHODS[args.method].anchored else None  # likewise
         journal.replay(model)
         prior = journal.prior()
     delta = run(args.method, model, tokenizer, [c.request for c in cases], hp, prior=prior, progress=not args.quiet,
-                stats=stats)
+                stats=stats, base=originals)
     reports = []
     if journal:
         step = journal.append(base, delta)

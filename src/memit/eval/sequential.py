@@ -21,8 +21,8 @@ from memit.files import write_json
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.journal import Journal, JournalError
-from memit.methods import run
-from memit.methods.sequential import sequence_stats
+from memit.methods import METHODS, run
+from memit.methods.sequential import edited_weights, sequence_stats
 from memit.models.loading import cache_dir
 from memit.requests import Case
 
@@ -93,10 +93,12 @@ def run_sequence(model, tokenizer, cases: list[Case], dataset: str, method: str,
                            f"{journal.dir} holds {len(journal.steps)}: the journal was lost or moved; restore it, "
                            "or start a new result file (the scores there would describe other edits)")
     stats = sequence_stats(model, tokenizer, hp, progress)  # before the replay: the unedited model's
+    originals = edited_weights(model, hp) if METHODS[method].anchored else None  # likewise
     applied = journal.replay(model)
     try:
         _batches(_Sequence(model, tokenizer, cases, dataset, method, hp, batch_size, out_file, journal, base, result,
-                           applied, stats, known, ppl_corpus, ppl_tokens, progress, max_batches, generate, score_every))
+                           applied, stats, known, ppl_corpus, ppl_tokens, progress, max_batches, generate, score_every,
+                           originals))
     finally:
         for delta in reversed(applied):  # bit-exact, last edit first
             delta.revert(model)
@@ -135,6 +137,7 @@ class _Sequence:
     max_batches: int | None
     generate: tuple[str, ...]
     score_every: int
+    originals: dict | None  # the edited weights before the first batch, for anchored methods
 
 
 def _batches(seq: _Sequence) -> None:
@@ -152,7 +155,8 @@ def _batches(seq: _Sequence) -> None:
             batch = s.cases[b * s.batch_size: (b + 1) * s.batch_size]
             t = time.perf_counter()
             delta = run(s.method, s.model, s.tokenizer, [c.request for c in batch], s.hp, prior=s.journal.prior(),
-                        progress=s.progress, checkpoint=cache_dir() / "targets", stats=s.stats)  # a cut batch resumes
+                        progress=s.progress, checkpoint=cache_dir() / "targets", stats=s.stats,  # a cut batch resumes
+                        base=s.originals)
             s.applied.append(delta)
             s.journal.append(s.base, delta)
             edit_s = time.perf_counter() - t

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from memit.delta import Delta
 from memit.hparams import MemitHyperParams
 from memit.methods import ft, rome, sequential
-from memit.methods.memit import EditError, edit, memit_solver
+from memit.methods.memit import EditError, edit
 from memit.methods.rounds import edit_in_rounds
 from memit.methods.solver import Solver, solve_update
 from memit.requests import EditRequest
@@ -32,16 +32,11 @@ class Method:
     edit: Callable[..., Delta]
     summary: str
     reedit: bool = False  # its update keeps earlier keys, so facts that fail are edited again
+    anchored: bool = False  # it takes ``base``, the original weights of a sequence (edited_weights)
 
 
 def _memit(model, tokenizer, requests, hp, *, prior=None, **kw) -> Delta:
     return edit(model, tokenizer, requests, hp, **kw)  # plain MEMIT ignores earlier batches, as in the paper
-
-
-def _encore(model, tokenizer, requests, hp, *, prior=None, **kw) -> Delta:
-    # MEMIT-seq's solve (earlier batches' and rounds' keys kept) with ENCORE's stopping and norm term
-    hp = replace(hp, stop="margin", stop_margin=hp.encore.stop_margin, ridge=hp.encore.ridge)
-    return edit(model, tokenizer, requests, hp, solver=memit_solver(hp, prior, "encore"), **kw)
 
 
 def _emmet(model, tokenizer, requests, hp, *, prior=None, **kw) -> Delta:
@@ -56,8 +51,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("emmet", _emmet, "EMMET: ROME's equality constraint for a whole batch"),
     Method("memit-seq", sequential.edit_memit_seq, "MEMIT-seq: MEMIT that preserves earlier batches' keys",
            reedit=True),
-    Method("encore", _encore, "ENCORE: MEMIT-seq stopping each fact once its target is most probable, "
-           "with a norm term on ΔW", reedit=True),
+    Method("encore", sequential.edit_encore, "ENCORE: MEMIT-seq stopping each fact once its target is most "
+           "probable, with a norm term on the distance from the original weights", reedit=True, anchored=True),
     Method("alphaedit", sequential.edit_alphaedit, "AlphaEdit: the update projected on C₀'s null space",
            reedit=True),
 ]}
@@ -65,12 +60,14 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 
 def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
         prior: dict[int, torch.Tensor] | None = None, progress: bool = True, checkpoint=None,
-        stats: dict[int, torch.Tensor] | None = None) -> Delta:
+        stats: dict[int, torch.Tensor] | None = None, base: dict[str, torch.Tensor] | None = None) -> Delta:
     """Edit with ``method``, verify every request, and (``hp.rounds`` > 1, methods with ``reedit``)
     edit again the ones that do not hold. ``prior`` (K_pK_pᵀ per layer of earlier batches) is used
     by memit-seq and alphaedit; plain memit, rome and ft ignore earlier batches, as they do in the
     literature. ``stats``: C₀ per layer to use instead of the model's own (a sequence's base
-    statistics); re-edit rounds use the first round's, not those of the model they edited."""
+    statistics); re-edit rounds use the first round's, not those of the model they edited.
+    ``base``: the sequence's original weights (``edited_weights`` before its first edit), for the
+    methods that are ``anchored`` to them."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     m = METHODS[method]
@@ -82,7 +79,9 @@ def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyp
     def once(reqs, hp_, kk, k):
         # later rounds keep the earlier rounds' keys: memit becomes memit-seq there
         edit_ = METHODS["memit-seq"].edit if method == "memit" and k > 1 else m.edit
-        return edit_(model, tokenizer, reqs, hp_, prior=kk, progress=progress, checkpoint=checkpoint, stats=stats)
+        anchor = {"base": base} if m.anchored else {}
+        return edit_(model, tokenizer, reqs, hp_, prior=kk, progress=progress, checkpoint=checkpoint, stats=stats,
+                     **anchor)
 
     return edit_in_rounds(model, tokenizer, requests, hp, once, prior=prior, reedit=m.reedit)
 

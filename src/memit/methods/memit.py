@@ -44,11 +44,12 @@ class EditError(ValueError):
 COND_WARN = 1e10  # beyond this the float64 solve loses more than ~6 of its 16 digits
 
 
-def memit_solver(hp: MemitHyperParams, prior: dict[int, torch.Tensor] | None = None, name: str = "memit") -> MemitSolve:
-    """MEMIT's own system for these settings: the ridge term and the earlier batches' keys belong to
-    the C₀ preservation term, so the ablations without it (``preservation``) drop them."""
+def memit_solver(hp: MemitHyperParams, prior: dict[int, torch.Tensor] | None = None, name: str = "memit",
+                 drift: dict[int, torch.Tensor] | None = None) -> MemitSolve:
+    """MEMIT's own system: ridge, earlier keys and drift belong to the C₀ preservation term, so the
+    ablations without it (``preservation``) drop them."""
     cov = hp.preservation == "cov"
-    return MemitSolve(hp.ridge if cov else 0.0, prior if cov else None, name)
+    return MemitSolve(hp.ridge if cov else 0.0, prior if cov else None, name, drift if cov else None)
 
 
 def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParams | None = None, *,

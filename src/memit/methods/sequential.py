@@ -16,9 +16,11 @@ instead: P = ÛÛᵀ from the eigenvectors of C₀ with eigenvalue below a thres
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
+from memit import weights
 from memit.delta import Delta
 from memit.files import CorruptFileError, load_tensors, save_tensors
 from memit.fingerprint import tensor_fingerprint
@@ -27,6 +29,7 @@ from memit.lowrank import LowRank
 from memit.methods.memit import EditError, memit_solver
 from memit.methods.memit import edit as memit_edit
 from memit.methods.solver import Solver
+from memit.models.arch import as_math, get_arch
 from memit.models.loading import cache_dir
 from memit.requests import EditRequest
 from memit.stats import stats_for
@@ -38,6 +41,38 @@ def sequence_stats(model, tokenizer, hp: MemitHyperParams, progress: bool = True
     if hp.sequential_stats not in ("current", "base"):
         raise EditError(f"sequential_stats must be current or base, not {hp.sequential_stats!r}")
     return stats_for(model, tokenizer, hp, progress=progress) if hp.sequential_stats == "base" else None
+
+def edited_weights(model, hp: MemitHyperParams) -> dict[str, torch.Tensor]:
+    """A copy of the weights MEMIT edits (each edited layer's MLP output), by parameter name: the
+    original weights a sequence's later batches measure their drift from."""
+    arch = get_arch(model)
+    names = [arch.mlp_out_name(layer) + ".weight" for layer in hp.layers]
+    return {name: weights.read(model, name).detach().to("cpu", copy=True) for name in names}  # off the GPU
+
+
+def drift(model, hp: MemitHyperParams, base: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """W − W₀ per edited layer, float64 in the algorithm's orientation (d_model, d_ff)."""
+    arch = get_arch(model)
+    out = {}
+    for layer in hp.layers:
+        name = arch.mlp_out_name(layer) + ".weight"
+        w = weights.read(model, name)
+        out[layer] = as_math(w.double() - base[name].to(w.device).double(), arch)
+    return out
+
+
+
+def edit_encore(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
+                prior: dict[int, torch.Tensor] | None = None, base: dict[str, torch.Tensor] | None = None,
+                **kw) -> Delta:
+    """ENCORE (Gupta et al., 2025): MEMIT-seq whose facts stop as soon as each target is the most
+    probable continuation, with a norm term on the distance from the original weights ``base``
+    (``edited_weights`` of the unedited model; without it, on ΔW alone, which is the same on a
+    first edit)."""
+    hp = replace(hp, stop="margin", stop_margin=hp.encore.stop_margin, ridge=hp.encore.ridge)
+    d = drift(model, hp, base) if base else None
+    return memit_edit(model, tokenizer, requests, hp, solver=memit_solver(hp, prior, "encore", d), **kw)
+
 
 
 def edit_memit_seq(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,

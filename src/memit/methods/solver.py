@@ -47,10 +47,16 @@ class MemitSolve(Solver):
     ``prior`` (K_pK_pᵀ per layer, the keys of earlier batches) makes it MEMIT-seq: a new batch
     disturbs earlier edits as little as it disturbs ordinary text. ``ridge`` ρ adds a norm term on
     ΔW stated relative to C₀'s mean eigenvalue, so that it carries over between models.
+
+    ``drift`` (W − W₀ per layer, (d_model, d_ff): what earlier edits of a sequence changed) moves
+    that norm term from ΔW to W + ΔW − W₀, as ENCORE bounds the distance from the original weights:
+    with μ = λρ·tr(C₀)/d_ff, Δ(λC + KKᵀ) = RKᵀ − μ(W − W₀), so each batch also pulls back part of
+    what the batches before it moved. Δ is then no longer of rank n.
     """
 
-    def __init__(self, ridge: float = 0.0, prior: dict[int, torch.Tensor] | None = None, name: str = "memit"):
-        self.ridge, self.prior, self.name = ridge, prior or {}, name
+    def __init__(self, ridge: float = 0.0, prior: dict[int, torch.Tensor] | None = None, name: str = "memit",
+                 drift: dict[int, torch.Tensor] | None = None):
+        self.ridge, self.prior, self.name, self.drift = ridge, prior or {}, name, drift or {}
         self.spectra: dict[int, dict] = {}
         self.per_request: dict[int, list[float]] = {}
         self._sys: dict | None = None  # the current layer's system, shared by solve, condition and layer_info
@@ -90,7 +96,14 @@ class MemitSolve(Solver):
     def solve(self, layer: int, resid: torch.Tensor, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> LowRank:
         if lam == 0:
             return solve_update(resid, keys, c0, lam)
-        return LowRank(resid.double(), self._dirs(self._system(layer, keys, c0, lam)).T)
+        s = self._system(layer, keys, c0, lam)
+        update = LowRank(resid.double(), self._dirs(s).T)
+        if layer not in self.drift or not self.ridge:
+            return update
+        mu = lam * self.ridge * float(c0.trace()) / c0.shape[0]
+        pull = torch.linalg.solve(s["a"], self.drift[layer].to(s["a"]).T).T  # (W − W₀)(λC + KKᵀ)⁻¹
+        eye = torch.eye(pull.shape[1], dtype=pull.dtype, device=pull.device)
+        return LowRank.cat([update, LowRank(-mu * pull, eye)])
 
     def condition(self, layer: int, keys: torch.Tensor, c0: torch.Tensor, lam: float) -> float | None:
         if lam <= 0 or c0.shape[0] > COND_MAX_DFF:
