@@ -42,9 +42,7 @@ def gemma_section() -> list[str]:
                            + " | ".join(fmt_ci(e, k) for k in ("ES", "PS", "NS")) + f" | {e['Score']:.1f} | "
                            + " | ".join(gen) + f" | {kept} | {fmt_opt(e, 'perplexity', '.2f')} | {held} |")
         out += ["", fmt_files(runs), ""]
-    sweep = load_results("gemma_tuning/tune_gemma3-270m_n*.json")
-    if sweep:
-        t = sweep[0]
+    for t in sorted(load_results("gemma_tuning/tune_gemma3-270m_n*.json"), key=lambda t: t["n"]):
         u = t["unedited"]
         out += [(f"The settings were chosen on counterfact-train (first {t['n']} records; `python benchmarks/tune_gemma.py "
                  f"--n {t['n']}`), starting from the SmolLM2 preset. Unedited: ES {u['ES']:.0f}, PS {u['PS']:.0f}, "
