@@ -11,7 +11,7 @@ from memit.eval.results import parse_result_path
 from memit.hparams import preset_for
 
 from .figures import compare_plot
-from .load import RES, fmt_ci, fmt_files, fmt_machine, fmt_opt, load_results
+from .load import RES, fmt_ci, fmt_files, fmt_machine, fmt_opt, load_one, load_results
 from .page import Figure
 
 
@@ -116,10 +116,9 @@ def bands_section() -> list[str]:
 
 
 def trace_section() -> list[str]:
-    trace = load_results("trace/trace.json")
-    if not trace:
+    t = load_one("trace/trace.json")
+    if t is None:
         return ["*Not measured yet.*", ""]
-    t = trace[0]
     return [(f"Command: `memit trace --facts ../shared/data/known_1000.json --n {t['n_candidates']} "
              f"--samples {t['samples']} --out benchmarks/results/trace`"), "",
             (f"{t['n_traced']} of {t['n_candidates']} candidate facts are predicted (top-1) by the model and were "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +21,7 @@ BLOCK = re.compile(r"<!-- generated: ([\w-]+) -->\n(.*?)<!-- end: \1 -->\n", re.
 class Figure:
     """A plot a block shows: drawn into ``path`` by ``draw(out=path)``, in the page's own step."""
     path: Path
-    draw: Callable | partial
+    draw: Callable
     alt: str
 
     def markdown(self) -> str:

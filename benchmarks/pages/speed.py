@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .load import fmt_host, fmt_machine, load_results
+from .load import fmt_host, fmt_machine, load_one, load_results
 
 
 def speed_section() -> list[str]:
@@ -58,10 +58,9 @@ def edit_phases_section() -> list[str]:
 
 
 def profile_section() -> list[str]:
-    prof = load_results("speed/profile.json")
-    if not prof:
+    p = load_one("speed/profile.json")
+    if p is None:
         return ["*Not measured yet.*", ""]
-    p = prof[0]
     return [(f"Command: `python benchmarks/profile_step.py --n {p['n_requests']}`: one step on {p['rows']} prompt rows "
              f"({p['suffix_tokens_real']} real suffix tokens after a {p['prefix_tokens_cached']}-token cached prefix) "
              f"takes {p['step_wall_s']:.2f} s for {p['gflop_per_step']:.0f} GFLOP of matrix products "
@@ -73,10 +72,9 @@ def profile_section() -> list[str]:
 
 
 def gpu_speed_section() -> list[str]:
-    gpu = load_results("device/gpu_speed_h100.json")
-    if not gpu:
+    g = load_one("device/gpu_speed_h100.json")
+    if g is None:
         return ["*Not measured yet.*", ""]
-    g = gpu[0]
     out = [("Command: `python benchmarks/gpu_speed.py --model-dir DIR --requests cf100.json --n 10 100` "
             f"({g['note']}: only the times mean anything)."), "",
            "| N | memit (fast path) | reference loop | speed-up |", "|---|---|---|---|"]
@@ -88,10 +86,9 @@ def gpu_speed_section() -> list[str]:
 
 
 def gpu_check_section() -> list[str]:
-    check = load_results("device/gpu_check_h100.json")
-    if not check:
+    c = load_one("device/gpu_check_h100.json")
+    if c is None:
         return ["*Not measured yet.*", ""]
-    c = check[0]
     fp32 = [r for r in c["rows"] if r["dtype"] == "torch.float32"]
     bf16 = [r["max_rel_diff_vs_cpu_fp32"] for r in c["rows"] if r["dtype"] == "torch.bfloat16"]
     return [("Command: `python benchmarks/gpu_check.py` on an H100: the delta of a CUDA edit against the CPU edit "

@@ -91,7 +91,7 @@ def compute_targets(model, tokenizer, arch: Arch, requests: list[EditRequest], l
         reqs = [todo[order[j]] for j in range(rng.start // per_req, rng.stop // per_req)]
         with torch.no_grad():
             chunk = Chunk(model, arch, layer, flat[rng.start: rng.stop], per_req, tokenizer.pad_token_id or 0,
-                           pre_norm=pre_norm)
+                          pre_norm=pre_norm)
         z[reqs], h[reqs] = _optimise(model, arch, chunk, [res[i] for i in reqs], hp, bar, ref_norm)
         for i in reqs if store else []:
             save_tensors(Path(store) / f"{keys[i][:32]}.safetensors", {"z": z[i], "h": h[i]},

@@ -42,6 +42,7 @@ def sequence_stats(model, tokenizer, hp: MemitHyperParams, progress: bool = True
         raise EditError(f"sequential_stats must be current or base, not {hp.sequential_stats!r}")
     return stats_for(model, tokenizer, hp, progress=progress) if hp.sequential_stats == "base" else None
 
+
 def edited_weights(model, hp: MemitHyperParams) -> dict[str, torch.Tensor]:
     """A copy of the weights MEMIT edits (each edited layer's MLP output), by parameter name: the
     original weights a sequence's later batches measure their drift from."""
