@@ -279,6 +279,28 @@ def test_every_method_runs_on_every_family(bpe, corpus_file, model_type):
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), method
 
 
+@pytest.mark.parametrize("method", ["memit", "rome", "ft"])
+def test_a_model_in_training_mode_with_gradients_edits_as_in_eval_mode(bpe, corpus_file, method):
+    """What ``from_pretrained`` and a training loop leave: every weight asks for gradients, and
+    GPT-2's dropout is on. The edit must not optimise through dropout, nor leave gradients behind,
+    and the model's own mode and flags come back."""
+    hp = _hp(corpus_file)
+    plain = tiny_model("gpt2", bpe)
+    expected = run(method, plain, bpe, REQS[:2], hp, progress=False)
+    user = tiny_model("gpt2", bpe).train().requires_grad_(True)
+    user.transformer.h[0].mlp.c_fc.requires_grad_(False)  # a flag of the user's own, kept as it was
+    got = run(method, user, bpe, REQS[:2], hp, progress=False)
+    for name, w in expected.weights.items():
+        torch.testing.assert_close(got.weights[name], w, rtol=1e-5, atol=1e-7)
+    assert all(p.grad is None for p in user.parameters())
+    assert all(m.training for m in user.modules())
+    assert [n for n, p in user.named_parameters() if not p.requires_grad] == [
+        "transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_fc.bias"]
+    got.revert(user)
+    got = memit.edit(user, bpe, REQS[:2], hp, progress=False)  # the public entry point alone
+    assert all(p.grad is None for p in user.parameters()) and all(m.training for m in user.modules())
+
+
 def test_emmet_meets_every_edit_exactly_and_is_rome_for_one():
     from memit.methods.rome import EmmetSolve
 

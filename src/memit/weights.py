@@ -13,7 +13,8 @@ checkpoint or an offload folder) are never written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -90,3 +91,29 @@ def named_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """All parameters with their values, offloaded ones included (for fingerprints)."""
     for name, p in model.named_parameters():
         yield name, (read(model, name) if p.device.type == "meta" else p)
+
+
+@contextmanager
+def frozen(model: torch.nn.Module, train: Iterable[torch.nn.Parameter] = ()) -> Iterator[None]:
+    """Eval mode, and gradients for ``train`` alone, while inside; the model's own mode, flags and
+    gradients come back after, whatever happens.
+
+    A model a user loads with ``from_pretrained`` asks for gradients on every weight: each
+    backward pass of the target loop would compute and leave ``.grad`` on all of them, and one in
+    training mode would optimise its target vectors through dropout."""
+    train_ids = {id(p) for p in train}
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    modes = [m.training for m in model.modules()]
+    try:
+        model.eval()
+        for p in params:
+            p.requires_grad_(id(p) in train_ids)
+        yield
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+        for p, flag, grad in zip(params, flags, grads):
+            p.requires_grad_(flag)
+            p.grad = grad

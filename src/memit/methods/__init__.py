@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from memit import weights
 from memit.delta import Delta
 from memit.hparams import MemitHyperParams
 from memit.methods import ft, rome, sequential
@@ -83,7 +84,8 @@ def run(method: str, model, tokenizer, requests: list[EditRequest], hp: MemitHyp
         return edit_(model, tokenizer, reqs, hp_, prior=kk, progress=progress, checkpoint=checkpoint, stats=stats,
                      **anchor)
 
-    return edit_in_rounds(model, tokenizer, requests, hp, once, prior=prior, reedit=m.reedit)
+    with weights.frozen(model):
+        return edit_in_rounds(model, tokenizer, requests, hp, once, prior=prior, reedit=m.reedit)
 
 
 __all__ = ["METHODS", "EditError", "Method", "Solver", "edit", "run", "solve_update"]

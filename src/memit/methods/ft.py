@@ -57,32 +57,30 @@ def edit(model, tokenizer, requests: list[EditRequest], hp: MemitHyperParams, *,
     ranges = list(chunks([len(e.ids) for e in encs], hp.batch_tokens))
     pad_id = tokenizer.pad_token_id or 0
     t0 = time.perf_counter()
-    p.requires_grad_(True)
     opt = torch.optim.Adam([p], lr=hp.ft.lr)
-    try:
-        bar = tqdm(range(hp.ft.steps), desc=f"FT-{'W' if weight_decay else 'L'}, layer {layer}", disable=not progress)
-        for _step in bar:
-            opt.zero_grad()
-            total = 0.0
-            for rng in ranges:
-                loss = _nll(model, arch, encs[rng.start: rng.stop], pad_id).sum() / len(encs)
-                loss.backward()
-                total += float(loss.detach())
-            if weight_decay:
-                p.grad += hp.ft.weight_decay * (p.detach() - w0)
-            opt.step()
-            if not weight_decay:
-                with torch.no_grad():
-                    p.copy_(torch.maximum(torch.minimum(p, w0 + hp.ft.norm_bound), w0 - hp.ft.norm_bound))
-            bar.set_postfix(nll=f"{total:.3f}")
-        with torch.no_grad():
-            final = torch.cat([_nll(model, arch, encs[r.start: r.stop], pad_id) for r in ranges]).tolist()
-    except BaseException:
-        with torch.no_grad():
-            p.copy_(w0)
-        raise
-    finally:
-        p.requires_grad_(False)
+    with weights.frozen(model, train=[p]):  # gradients for this weight alone
+        try:
+            bar = tqdm(range(hp.ft.steps), desc=f"FT-{'W' if weight_decay else 'L'}, layer {layer}", disable=not progress)
+            for _step in bar:
+                opt.zero_grad()
+                total = 0.0
+                for rng in ranges:
+                    loss = _nll(model, arch, encs[rng.start: rng.stop], pad_id).sum() / len(encs)
+                    loss.backward()
+                    total += float(loss.detach())
+                if weight_decay:
+                    p.grad += hp.ft.weight_decay * (p.detach() - w0)
+                opt.step()
+                if not weight_decay:
+                    with torch.no_grad():
+                        p.copy_(torch.maximum(torch.minimum(p, w0 + hp.ft.norm_bound), w0 - hp.ft.norm_bound))
+                bar.set_postfix(nll=f"{total:.3f}")
+            with torch.no_grad():
+                final = torch.cat([_nll(model, arch, encs[r.start: r.stop], pad_id) for r in ranges]).tolist()
+        except BaseException:
+            with torch.no_grad():
+                p.copy_(w0)
+            raise
     d = (p.detach().float() - w0.float()).cpu()
     with torch.no_grad():
         weights.write(model, name, (w0.float() + d.to(w0.device)).to(w0.dtype))  # exactly base + delta

@@ -72,26 +72,27 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
     method in the metadata. ``fingerprint`` may name the model when the caller already knows it
     (hashing the weights takes a second; ROME names each step of its sequence this way).
     """
-    e = _setup(model, tokenizer, requests, hparams, arch, solver, fingerprint, progress)
-    _statistics(e, stats)
-    _targets(e, targets, checkpoint)
-    try:
-        for i, layer in enumerate(tqdm(e.hp.layers, desc="layers", disable=not progress)):
-            _write_layer(e, i, layer)
-        t = time.perf_counter()  # how much of the way to the targets the edited model went (bare prompts)
-        reached = current_outputs(model, tokenizer, e.arch, requests, e.hp.layers[-1], e.hp.batch_tokens,
-                                  e.hp.padding_side)
-        e.resid_after = float((e.targets.z - reached).norm(dim=1).mean())
-        e.timings["diagnostics"] += time.perf_counter() - t
-    except BaseException:
+    with weights.frozen(model):  # a user's model may ask for gradients, or be in training mode
+        e = _setup(model, tokenizer, requests, hparams, arch, solver, fingerprint, progress)
+        _statistics(e, stats)
+        _targets(e, targets, checkpoint)
+        try:
+            for i, layer in enumerate(tqdm(e.hp.layers, desc="layers", disable=not progress)):
+                _write_layer(e, i, layer)
+            t = time.perf_counter()  # how much of the way to the targets the edited model went (bare prompts)
+            reached = current_outputs(model, tokenizer, e.arch, requests, e.hp.layers[-1], e.hp.batch_tokens,
+                                      e.hp.padding_side)
+            e.resid_after = float((e.targets.z - reached).norm(dim=1).mean())
+            e.timings["diagnostics"] += time.perf_counter() - t
+        except BaseException:
+            _restore(e)
+            raise
+        meta = _report(e)
+        aux = {"targets": e.targets, "keys": e.keys, "spectra": e.solver.aux().get("spectra", {})}
+        if apply:
+            return Delta.written(model, e.originals, e.deltas, meta, e.factors, aux)
         _restore(e)
-        raise
-    meta = _report(e)
-    aux = {"targets": e.targets, "keys": e.keys, "spectra": e.solver.aux().get("spectra", {})}
-    if apply:
-        return Delta.written(model, e.originals, e.deltas, meta, e.factors, aux)
-    _restore(e)
-    return Delta(e.deltas, meta, e.factors, aux)
+        return Delta(e.deltas, meta, e.factors, aux)
 
 
 @dataclass
