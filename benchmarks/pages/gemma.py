@@ -23,9 +23,9 @@ def gemma_section() -> list[str]:
                  "--out benchmarks/results/gemma/FOLDER`, SETTINGS none (`tuned`: the `gemma3-270m` preset), "
                  "`--preset smollm2-135m` (`transferred`), or `--hparams` with the band, λ per d_ff and step of "
                  "the table. Generated: plain answers (see above)."), "",
-                ("| folder | band | λ per d_ff | step (post-norm) | N | | ES | PS | NS | Score | gen ES | gen PS | gen NS "
-                 "| known facts kept | perplexity | facts held |"),
-                "|---" * 16 + "|"]
+                ("| folder | band | λ per d_ff | step (post-norm) | N | | ES | PS | NS | Score | GE | gen ES | gen PS "
+                 "| gen NS | known facts kept | perplexity | facts held |"),
+                "|---" * 17 + "|"]
         for r in runs:
             hp = r["hparams"]
             v = r.get("verification") or {}
@@ -40,7 +40,7 @@ def gemma_section() -> list[str]:
                            if edited else " |  | ")
                 out.append(f"| {Path(r['_file']).parent.name} | {setting} | {r['n']} | {state} | "
                            + " | ".join(fmt_ci(e, k) for k in ("ES", "PS", "NS")) + f" | {e['Score']:.1f} | "
-                           + " | ".join(gen) + f" | {kept} | {fmt_opt(e, 'perplexity', '.2f')} | {held} |")
+                           + f"{fmt_opt(e, 'GE', '.1f')} | " + " | ".join(gen) + f" | {kept} | {fmt_opt(e, 'perplexity', '.2f')} | {held} |")
         out += ["", fmt_files(runs), ""]
     for t in sorted(load_results("gemma_tuning/tune_gemma3-270m_n*.json"), key=lambda t: t["n"]):
         u = t["unedited"]
