@@ -53,6 +53,11 @@ CONFIGS: sweep.Configs = {
     **{f"margin3_rounds3_2prefixes_ridge1_gradinit{s:g}": ("memit", {
         "stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2], "ridge": 1.0, "v_init": "gradient",
         "v_init_scale": s}) for s in (0.5, 1.0)},
+    # cheaper steps on the default: one prefix (three rows a fact, not four), or a step twice as large
+    "margin3_rounds3_1prefix_ridge1": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
+                                                 "prefixes": FIVE[:1], "ridge": 1.0}),
+    "margin3_rounds3_2prefixes_ridge1_lr1": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
+                                                       "prefixes": FIVE[:2], "ridge": 1.0, "v_lr": 1.0}),
     # δ capped at a share of the typical residual norm of the block (the same for every fact), not of
     # each fact's own ‖h‖; subjects' ‖h‖ run about 10 % above the typical norm on SmolLM2
     **{f"margin3_rounds3_2prefixes_ridge1_typical{c:g}": ("memit", {
