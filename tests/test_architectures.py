@@ -7,7 +7,7 @@ import memit
 from helpers import ALL_TYPES, tiny_model
 from memit import hooks
 from memit.hparams import MemitHyperParams
-from memit.keys import compute_keys
+from memit.keys import Walk, compute_keys
 from memit.models.arch import ARCHS, UnsupportedModelError, as_math, get_arch, out_weight
 from memit.postnorm import pre_norm_change
 from memit.stats import second_moments
@@ -129,6 +129,46 @@ def test_keys_run_only_the_bare_prompts_above_the_edited_layer(model_type, bpe):
         ref_keys, ref_cur = _reference_keys(model, bpe, arch, reqs, prefixes, layer, z_layer)
         torch.testing.assert_close(keys, ref_keys, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(cur, ref_cur, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_walk_up_the_band_gives_the_keys_of_full_passes_bit_for_bit(model_type, side, bpe):
+    """Keys and current outputs layer by layer, the model edited in between as MEMIT edits it,
+    equal full passes from the embedding exactly; and the walk runs fewer block rows."""
+    model = tiny_model(model_type, bpe)
+    arch = get_arch(model)
+    reqs = [REQ, memit.EditRequest("Everyone knows that {} plays the", "Toko Yasuda", "piano"),
+            memit.EditRequest("{} speaks", "Danielle", "French")]
+    prefixes = ["Because of it, the day was long. ", "So. "]
+    count = [0]
+    handles = [model.get_submodule(arch.block_name(i)).register_forward_hook(
+        lambda m, a, o: count.__setitem__(0, count[0] + (o[0] if isinstance(o, tuple) else o).shape[0]))
+        for i in range(4)]
+    walk = Walk(model, bpe, arch, reqs, 3, prefixes, 64, side)  # several batches
+    walked = full = 0
+    torch.manual_seed(1)
+    try:
+        for layer in (0, 1, 3):  # with a gap: block 2 is run, never kept
+            count[0] = 0
+            keys, cur = walk.at(model, layer)
+            walked += count[0]
+            count[0] = 0
+            ref_keys, ref_cur = compute_keys(model, bpe, arch, reqs, layer, 3, prefixes, 64, side)
+            full += count[0]
+            assert torch.equal(keys, ref_keys) and torch.equal(cur, ref_cur), layer
+            name = arch.mlp_out_name(layer) + ".weight"
+            w = model.get_parameter(name)
+            with torch.no_grad():
+                w += 0.3 * w.std() * torch.randn_like(w)  # this layer's edit
+        reached = walk.current(model)
+        assert torch.equal(reached, compute_keys(model, bpe, arch, reqs, 3, 3, [], 64, side)[1])
+    finally:
+        for h in handles:
+            h.remove()
+    assert walked < full
+    with pytest.raises(ValueError, match="goes up its band"):
+        walk.at(model, 1)
 
 
 def test_padding_side_does_not_change_the_edit(bpe, corpus_file):

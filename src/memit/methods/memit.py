@@ -23,7 +23,7 @@ from memit.delta import Delta
 from memit.diagnostics import max_key_overlap, text_change
 from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams, default_hparams
-from memit.keys import compute_keys, current_outputs
+from memit.keys import Walk
 from memit.lowrank import LowRank
 from memit.methods.ridge import RidgeMatchNorm
 from memit.methods.solver import MemitSolve, Solver
@@ -80,8 +80,7 @@ def edit(model, tokenizer, requests: list[EditRequest], hparams: MemitHyperParam
             for i, layer in enumerate(tqdm(e.hp.layers, desc="layers", disable=not progress)):
                 _write_layer(e, i, layer)
             t = time.perf_counter()  # how much of the way to the targets the edited model went (bare prompts)
-            reached = current_outputs(model, tokenizer, e.arch, requests, e.hp.layers[-1], e.hp.batch_tokens,
-                                      e.hp.padding_side)
+            reached = e.walk.current(model)
             e.resid_after = float((e.targets.z - reached).norm(dim=1).mean())
             e.timings["diagnostics"] += time.perf_counter() - t
         except BaseException:
@@ -118,6 +117,7 @@ class _Edit:
     originals: dict[str, torch.Tensor] = field(default_factory=dict)
     layer_info: list[dict] = field(default_factory=list)
     resid_after: float | None = None
+    walk: Walk | None = None  # the prompts carried up the band (keys.py)
 
 
 def _setup(model, tokenizer, requests, hparams, arch, solver, fingerprint, progress) -> _Edit:
@@ -188,8 +188,9 @@ def _write_layer(e: _Edit, i: int, layer: int) -> None:
     """Keys, residual, solve and write at edited layer ``i`` (``layer``), then its diagnostics."""
     hp, arch, model, c0 = e.hp, e.arch, e.model, e.stats[layer]
     t = time.perf_counter()
-    keys, cur_z = compute_keys(model, e.tokenizer, arch, e.requests, layer, hp.layers[-1], e.prefixes,
-                               hp.batch_tokens, hp.padding_side)
+    if e.walk is None:
+        e.walk = Walk(model, e.tokenizer, arch, e.requests, hp.layers[-1], e.prefixes, hp.batch_tokens, hp.padding_side)
+    keys, cur_z = e.walk.at(model, layer)
     for what, x in (("keys", keys), ("current outputs", cur_z), ("statistics C₀", c0)):
         if not torch.isfinite(x).all():
             raise EditError(f"layer {layer}: {what} contain NaN/Inf; the edit was refused and the model restored")
