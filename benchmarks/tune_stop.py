@@ -58,6 +58,10 @@ CONFIGS: sweep.Configs = {
                                                  "prefixes": FIVE[:1], "ridge": 1.0}),
     "margin3_rounds3_2prefixes_ridge1_lr1": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
                                                        "prefixes": FIVE[:2], "ridge": 1.0, "v_lr": 1.0}),
+    # a cheaper verification: a round between the first and the last checks only what it edited
+    "margin3_rounds3_2prefixes_ridge1_midcheck": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
+                                                            "prefixes": FIVE[:2], "ridge": 1.0,
+                                                            "middle_check": "edited"}),
     # δ capped at a share of the typical residual norm of the block (the same for every fact), not of
     # each fact's own ‖h‖; subjects' ‖h‖ run about 10 % above the typical norm on SmolLM2
     **{f"margin3_rounds3_2prefixes_ridge1_typical{c:g}": ("memit", {

@@ -3,6 +3,7 @@ takes, and that the rounds' one Delta applies, replays and reverts bit-exactly."
 
 import json
 
+import pytest
 import torch
 
 import memit
@@ -98,6 +99,29 @@ def test_rounds_reedit_only_what_failed_and_replay_bit_exactly(bpe, corpus_file,
     assert all(torch.equal(p, edited[n]) for n, p in fresh.named_parameters())
     delta.revert(model)
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters())
+
+
+def test_a_middle_round_checks_what_it_edited_and_the_report_checks_everything(bpe, corpus_file, monkeypatch):
+    import memit.methods.rounds as rounds_module
+
+    sizes = []
+
+    def counted(model, tokenizer, requests, *a, **kw):
+        sizes.append(len(requests))
+        return check(model, tokenizer, requests, *a, **kw)
+
+    monkeypatch.setattr(rounds_module, "check", counted)
+    model = tiny_model("llama", bpe)
+    delta = run("memit", model, bpe, REQS, _hp(corpus_file, rounds=3, middle_check="edited"), progress=False)
+    rounds = delta.meta["rounds"]
+    assert len(rounds) >= 2 and rounds[1]["checked"] == rounds[1]["n_edited"] < len(REQS)
+    # round 1 and the report are checked on every request; round 2 (a middle one) on its own
+    assert sizes == [len(REQS), rounds[1]["n_edited"], len(REQS)] and rounds[-1]["checked"] == len(REQS)
+    now = check(model, bpe, REQS, PREFIXES)
+    assert [r["holds"] for r in delta.meta["requests"]] == [s["holds"] for s in now]
+    assert delta.meta["verification"]["held"] == sum(s["holds"] for s in now) == rounds[-1]["held_after"]
+    with pytest.raises(ValueError, match="middle_check"):
+        run("memit", model, bpe, REQS, _hp(corpus_file, rounds=3, middle_check="some"), progress=False)
 
 
 def test_one_round_is_the_plain_edit(bpe, corpus_file):

@@ -103,6 +103,10 @@ class MemitHyperParams:
     # Verification (methods/rounds.py): requests that do not hold on the edited model are edited
     # again, up to this many rounds in all, the earlier rounds' keys kept in the preservation term.
     rounds: int = 1
+    # Which requests are checked after a round between the first and the last: "all", or only
+    # those it "edited" (a round edits a few and rarely breaks the rest; the last round's check
+    # covers every request whichever is set, so what is reported is always checked).
+    middle_check: str = "all"
     # A ridge term λ_I·I added to λC₀ + KKᵀ, which bounds ‖ΔW‖: λ_I = ridge · λ · tr(C₀)/d_ff,
     # relative to C₀'s mean eigenvalue so that it carries over between models (ENCORE's norm term).
     # MEMIT's own closed form only (memit, memit-seq); the other methods' solvers leave C₀ as it is.

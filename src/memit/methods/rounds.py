@@ -35,7 +35,11 @@ EditOnce = Callable[[list[EditRequest], object, dict | None, int], Delta]
 
 def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: EditOnce, *,
                    prior: dict[int, torch.Tensor] | None = None, reedit: bool = True) -> Delta:
-    """Edit with ``once``, verify, re-edit what failed (when ``reedit``); the model is left edited."""
+    """Edit with ``once``, verify, re-edit what failed (when ``reedit``); the model is left edited.
+    With ``hp.middle_check`` "edited", a round before the last checks only what it edited, and
+    the check after the loop covers everything."""
+    if hp.middle_check not in ("all", "edited"):
+        raise ValueError(f"middle_check must be all or edited, not {hp.middle_check!r}")
     first = once(requests, hp, prior, 1)
     prefixes = first.meta["hparams"].get("prefixes") or []
     hp = dataclasses.replace(hp, prefixes=prefixes)  # later rounds: the same prompts, not new samples
@@ -45,7 +49,8 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
     spent = {"verify": time.perf_counter() - t}
     last = {i: r for i, r in enumerate(first.meta["requests"])}  # each request's latest target vector
     held_in = {i: 1 for i, s in enumerate(status) if s["holds"]}
-    deltas, rounds = [first], [_round_info(1, list(range(len(requests))), first, status)]
+    deltas, rounds = [first], [_round_info(1, list(range(len(requests))), first, status, len(requests))]
+    partial = False
     kk = dict(prior or {})
     while reedit and len(deltas) < hp.rounds and len(held_in) < len(requests):
         todo = [i for i, s in enumerate(status) if not s["holds"]]
@@ -57,15 +62,21 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
         for j, i in enumerate(todo):
             last[i] = d.meta["requests"][j]
         t = time.perf_counter()
-        phase(f"verifying {len(requests)} facts after round {len(deltas)}")
+        partial = hp.middle_check == "edited" and len(deltas) < hp.rounds
+        which = todo if partial else list(range(len(requests)))
+        phase(f"verifying {len(which)} facts after round {len(deltas)}")
+        for i, s in zip(which, check(model, tokenizer, [requests[i] for i in which], prefixes, hp.batch_tokens)):
+            status[i] = s
+        spent["verify"] += time.perf_counter() - t
+        _held_in(held_in, status, len(deltas))
+        rounds.append(_round_info(len(deltas), todo, d, status, len(which)))
+    if partial:  # the loop ended after a partial check: what is reported is checked on every request
+        t = time.perf_counter()
+        phase(f"verifying {len(requests)} facts")
         status = check(model, tokenizer, requests, prefixes, hp.batch_tokens)
         spent["verify"] += time.perf_counter() - t
-        for i, s in enumerate(status):
-            if s["holds"]:
-                held_in.setdefault(i, len(deltas))
-            else:
-                held_in.pop(i, None)  # a later round broke it
-        rounds.append(_round_info(len(deltas), todo, d, status))
+        _held_in(held_in, status, len(deltas))
+        rounds[-1] |= {"held_after": sum(s["holds"] for s in status), "checked": len(requests)}
     margin = hp.stop_margin if hp.stop == "margin" else None
     for i, (r, s) in enumerate(zip(first.meta["requests"], status)):
         r.update(holds=s["holds"], held_prompts=s["held_prompts"], prompts=s["prompts"],
@@ -75,8 +86,17 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
     return _combine(model, deltas, rounds, spent)
 
 
-def _round_info(k: int, todo: list[int], d: Delta, status: list[dict]) -> dict:
-    return {"round": k, "n_edited": len(todo), "held_after": sum(s["holds"] for s in status),
+def _held_in(held_in: dict[int, int], status: list[dict], k: int) -> None:
+    """Each holding request's first round of an unbroken run of holding, after round ``k``."""
+    for i, s in enumerate(status):
+        if s["holds"]:
+            held_in.setdefault(i, k)
+        else:
+            held_in.pop(i, None)  # a later round broke it
+
+
+def _round_info(k: int, todo: list[int], d: Delta, status: list[dict], checked: int) -> dict:
+    return {"round": k, "n_edited": len(todo), "held_after": sum(s["holds"] for s in status), "checked": checked,
             "timings": d.meta["timings"], "layers_info": [dict(x) for x in d.meta["layers_info"]],  # as that round left them
             "requests": {i: {"steps": r["steps"], "stop": r.get("stop")} for i, r in zip(todo, d.meta["requests"])}}
 
