@@ -18,6 +18,7 @@ from memit.eval.run import machine
 from memit.hparams import default_hparams
 from memit.methods import run
 from memit.models.arch import get_arch, n_layers
+from memit.stopping import stop_summary
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/counterfact/easyedit/counterfact-edit.json"
 
@@ -38,7 +39,7 @@ def one(name: str, n: int, data: str) -> dict:
             "vocab": cfg.vocab_size, "blocks": cfg.num_hidden_layers, "d_model": cfg.hidden_size,
             "d_ff": cfg.intermediate_size, "post_mlp_norm": arch.post_mlp_norm is not None,
             "wall_s": wall, "phases_s": delta.meta["timings"],
-            "steps_per_fact": sum(r.get("steps_total", r["steps"]) for r in reqs) / len(reqs),
+            "steps_per_fact": stop_summary(reqs)["mean_steps"],
             "rounds": [{k: r[k] for k in ("round", "n_edited", "held_after")} for r in delta.meta["rounds"]],
             "verification": delta.meta["verification"]}
 

@@ -22,7 +22,7 @@ from memit.eval.perplexity import perplexity
 from memit.eval.run import machine
 from memit.hparams import preset_for
 from memit.methods import run
-from memit.stopping import STOP_REASONS
+from memit.stopping import stop_summary
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 DATA = SHARED / "counterfact/easyedit/counterfact-train.json"
@@ -94,8 +94,7 @@ def measure(configs: Configs, results: dict, n: int, file: Path, *,
         results["runs"][name] = {"method": method, "changes": changes, "edited": post, "wall_s": time.perf_counter() - t,
                                  "layers_info": delta.meta["layers_info"], "machine": machine(),
                                  "timings": delta.meta["timings"], "verification": delta.meta.get("verification"),
-                                 "mean_steps": sum(r.get("steps_total") or r["steps"] for r in reqs_meta) / len(reqs_meta),
-                                 "stopped_by": {k: sum(r.get("stop") == k for r in reqs_meta) for k in STOP_REASONS}}
+                                 **stop_summary(reqs_meta)}
         print(name, {k: round(post[k], 2) for k in ("ES", "PS", "NS", "Score", "perplexity")}, flush=True)
         file.write_text(json.dumps(results, indent=1))
 

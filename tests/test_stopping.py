@@ -90,3 +90,11 @@ def test_plateau_stops_a_clamped_delta_that_does_not_improve(bpe):
     assert all(s < 25 for s in t.steps)
     hp.stop = "paper"  # the paper's rule has no plateau: the same requests run to the cap
     assert compute_targets(model, bpe, get_arch(model), REQS, 2, PREFIXES, hp, progress=False).steps == [25] * 3
+
+
+def test_stop_summary_counts_steps_over_every_round_and_each_rule():
+    from memit.stopping import stop_summary
+
+    reqs = [{"steps": 4, "steps_total": 11, "stop": "margin"}, {"steps": 25, "stop": "cap"},  # no rounds: steps
+            {"steps": 6, "steps_total": 6, "stop": "margin"}]
+    assert stop_summary(reqs) == {"mean_steps": 14.0, "stopped_by": {"margin": 2, "loss": 0, "plateau": 0, "cap": 1}}

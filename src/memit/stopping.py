@@ -23,3 +23,11 @@ def stop_reason(hp: MemitHyperParams, loss: float, margins: list[float], clamped
             and margins[-1] - margins[-1 - hp.plateau_steps] < hp.plateau_gain):
         return "plateau"
     return "cap" if last else None
+
+
+def stop_summary(requests: list[dict]) -> dict:
+    """From a delta's per-request metadata: optimisation steps per fact, counted over every round
+    (``steps_total`` where rounds ran), and how many facts each rule stopped (their last round)."""
+    steps = [r.get("steps_total") or r["steps"] for r in requests]
+    return {"mean_steps": sum(steps) / len(steps),
+            "stopped_by": {k: sum(r.get("stop") == k for r in requests) for k in STOP_REASONS}}

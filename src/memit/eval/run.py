@@ -42,7 +42,7 @@ from memit.hparams import MemitHyperParams
 from memit.methods import run
 from memit.models.loading import cache_dir
 from memit.requests import Case
-from memit.stopping import STOP_REASONS
+from memit.stopping import stop_summary
 
 
 def machine() -> dict:
@@ -179,9 +179,7 @@ def _edit_fields(delta: Delta) -> dict:
     return {
         "timings": delta.meta["timings"],
         "targets": {"converged": sum(r["converged"] for r in reqs), "clamped": sum(r["clamped"] for r in reqs),
-                    "mean_nll": sum(r["nll"] for r in reqs) / len(reqs),
-                    "mean_steps": sum(r.get("steps_total", r["steps"]) for r in reqs) / len(reqs),
-                    "stopped_by": {k: sum(r.get("stop") == k for r in reqs) for k in STOP_REASONS}},
+                    "mean_nll": sum(r["nll"] for r in reqs) / len(reqs), **stop_summary(reqs)},
         "verification": delta.meta.get("verification"), "rounds": delta.meta.get("rounds"),
         "targets_from_cache": delta.meta.get("targets_from_cache"),
         "layers_info": delta.meta["layers_info"], "lambda": delta.meta["lambda"], "hparams": delta.meta["hparams"],
