@@ -62,6 +62,11 @@ CONFIGS: sweep.Configs = {
     **{f"margin3_rounds3_2prefixes_ridge1_band{first}_8": ("memit", {
         "stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2], "ridge": 1.0,
         "layers": list(range(first, 9))}) for first in (1, 2)},
+    # C₀ from ten times the text, of Wikipedia (the paper's source) instead of the bundled WikiText
+    # excerpt: the preservation term is what protects the rest of the model at scale
+    "margin3_rounds3_2prefixes_ridge1_wiki1m": ("memit", {
+        "stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2], "ridge": 1.0,
+        "stats_corpus": str(sweep.SHARED / "wikipedia_en"), "stats_tokens": 1_000_000}),
     # a cheaper verification: a round between the first and the last checks only what it edited
     "margin3_rounds3_2prefixes_ridge1_midcheck": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
                                                             "prefixes": FIVE[:2], "ridge": 1.0,
