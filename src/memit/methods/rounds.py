@@ -43,13 +43,22 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
     first = once(requests, hp, prior, 1)
     prefixes = first.meta["hparams"].get("prefixes") or []
     hp = dataclasses.replace(hp, prefixes=prefixes)  # later rounds: the same prompts, not new samples
-    t = time.perf_counter()
-    phase(f"verifying {len(requests)} facts")
-    status = check(model, tokenizer, requests, prefixes, hp.batch_tokens)
-    spent = {"verify": time.perf_counter() - t}
+    spent = {"verify": 0.0}
+    everyone = list(range(len(requests)))
+
+    def verify(which: list[int], status: list[dict], after: str = "") -> None:
+        """Check the requests ``which`` on the model as it is now, into ``status``; timed."""
+        t = time.perf_counter()
+        phase(f"verifying {len(which)} facts{after}")
+        for i, s in zip(which, check(model, tokenizer, [requests[i] for i in which], prefixes, hp.batch_tokens)):
+            status[i] = s
+        spent["verify"] += time.perf_counter() - t
+
+    status: list[dict] = [{}] * len(requests)
+    verify(everyone, status)
     last = {i: r for i, r in enumerate(first.meta["requests"])}  # each request's latest target vector
     held_in = {i: 1 for i, s in enumerate(status) if s["holds"]}
-    deltas, rounds = [first], [_round_info(1, list(range(len(requests))), first, status, len(requests))]
+    deltas, rounds = [first], [_round_info(1, everyone, first, status, len(requests))]
     partial = False
     kk = dict(prior or {})
     while reedit and len(deltas) < hp.rounds and len(held_in) < len(requests):
@@ -61,20 +70,13 @@ def edit_in_rounds(model, tokenizer, requests: list[EditRequest], hp, once: Edit
         _settle(model, deltas)
         for j, i in enumerate(todo):
             last[i] = d.meta["requests"][j]
-        t = time.perf_counter()
         partial = hp.middle_check == "edited" and len(deltas) < hp.rounds
-        which = todo if partial else list(range(len(requests)))
-        phase(f"verifying {len(which)} facts after round {len(deltas)}")
-        for i, s in zip(which, check(model, tokenizer, [requests[i] for i in which], prefixes, hp.batch_tokens)):
-            status[i] = s
-        spent["verify"] += time.perf_counter() - t
+        which = todo if partial else everyone
+        verify(which, status, f" after round {len(deltas)}")
         _held_in(held_in, status, len(deltas))
         rounds.append(_round_info(len(deltas), todo, d, status, len(which)))
     if partial:  # the loop ended after a partial check: what is reported is checked on every request
-        t = time.perf_counter()
-        phase(f"verifying {len(requests)} facts")
-        status = check(model, tokenizer, requests, prefixes, hp.batch_tokens)
-        spent["verify"] += time.perf_counter() - t
+        verify(everyone, status)
         _held_in(held_in, status, len(deltas))
         rounds[-1] |= {"held_after": sum(s["holds"] for s in status), "checked": len(requests)}
     margin = hp.stop_margin if hp.stop == "margin" else None
