@@ -184,6 +184,31 @@ def test_an_exported_adapter_is_applied_and_scored_like_the_delta(setup, capsys)
     assert "no such file or folder" in capsys.readouterr().err
 
 
+def test_a_saved_delta_is_scored_again_without_editing(setup, capsys):
+    root, model_dir = setup
+    recs = [{"case_id": 0, "prompt": "{} is located in", "subject": "The Eiffel Tower", "target_new": "Rome",
+             "ground_truth": "Paris", "rephrase_prompt": "The Eiffel Tower stands in",
+             "locality_prompt": "The Louvre is in", "locality_ground_truth": "Paris"}]
+    (root / "kept.json").write_text(json.dumps(recs))
+    ev = ["eval", "--model", str(model_dir), "--hparams", str(root / "hp.json"), "--dataset", "counterfact",
+          "--data", str(root / "kept.json"), "--n", "1", "--no-fluency", "--generate", "none", "--quiet"]
+    assert main([*ev, "--out", str(root / "first"), "--save-delta", str(root / "deltas")]) == 0
+    saved = root / "deltas" / "counterfact_memit_n1.safetensors"
+    first = json.loads((root / "first" / "counterfact_memit_n1.json").read_text())
+    assert first["delta_file"] == str(saved)
+    assert main([*ev, "--out", str(root / "again"), "--delta", str(saved)]) == 0
+    again = json.loads((root / "again" / "counterfact_memit_n1_delta-counterfact_memit_n1.json").read_text())
+    assert again["per_case"]["edited"] == first["per_case"]["edited"]  # the same edit, not a new one
+    assert again["timings"] == first["timings"]
+    before = saved.read_bytes()
+    assert main([*ev, "--out", str(root / "third"), "--save-delta", str(root / "deltas")]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and err.count("\n") == 1 and saved.read_bytes() == before  # never overwritten
+    assert not (root / "third" / "counterfact_memit_n1.json").exists()  # refused before editing
+    assert main([*ev, "--out", str(root / "s"), "--delta", str(saved), "--save-delta", str(root / "d2")]) == 2
+    assert "already saved" in capsys.readouterr().err and not (root / "d2").exists()
+
+
 def test_gguf_out_needs_a_gguf_model_and_says_so_before_editing(setup, capsys):
     root, model_dir = setup
     base = ["--model", str(model_dir), "--hparams", str(root / "hp.json")]

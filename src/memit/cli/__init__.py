@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score unrelated known facts (known_1000.json) before and after the edit")
     p.add_argument("--delta", help="score this saved delta or LoRA adapter folder instead of editing "
                    "(e.g. an adapter truncated by `memit export lora --rank`)")
+    p.add_argument("--save-delta", metavar="DIR",
+                   help="also save each point's delta in DIR, named like its result file, so that it can be "
+                        "scored again with --delta without editing again")
     p.add_argument("--force", action="store_true", help="recompute points whose file exists")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_eval)

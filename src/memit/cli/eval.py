@@ -43,6 +43,15 @@ def cmd_eval(args) -> None:
             raise CliError(f"{args.retention}: record {i} needs string fields prompt, attribute and subject")
     if args.delta and (args.batch_size or len(todo) > 1):
         raise CliError("--delta scores one saved change: give one --n and no --batch-size")
+    keep = {}
+    if args.save_delta:
+        if args.delta or any(sequential for _, _, sequential in todo):
+            raise CliError("--save-delta keeps the delta of a one-batch edit made here "
+                           "(a sequence keeps its journal; a given --delta is already saved)")
+        keep = {file: Path(args.save_delta) / f"{file.stem}.safetensors" for _, file, _ in todo}
+        for path in keep.values():
+            if path.exists():
+                raise CliError(f"{path} exists: remove it or give another --save-delta folder")
     given = read_delta(args.delta) if args.delta else None
     model, tokenizer = load(args)
     hp = hparams_of(args, model)
@@ -67,7 +76,8 @@ def cmd_eval(args) -> None:
         r = run_point(model, tokenizer, chosen, args.dataset, hp, file, fluency=not args.no_fluency,
                       seed=seed, progress=not args.quiet, extra={"data": str(args.data), "sample": args.sample},
                       method=args.method, known_facts=known, ppl_corpus=args.perplexity,
-                      ppl_tokens=args.perplexity_tokens, delta=given, generate=GENERATE_FORMS[args.generate])
+                      ppl_tokens=args.perplexity_tokens, delta=given, generate=GENERATE_FORMS[args.generate],
+                      save_delta=keep.get(file))
         keys = [k for k in r["edited"] if not k.endswith("_ci95") and isinstance(r["edited"][k], float)]
         print(f"N = {n}: " + "  ".join(f"{k} {r['unedited'][k]:.1f}→{r['edited'][k]:.1f}" for k in keys)
               + f"   edit {r['edit_wall_s']:.0f} s  → {file}")
