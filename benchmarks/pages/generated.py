@@ -20,12 +20,16 @@ def generated_section() -> list[str]:
                  "(neighbourhood: still starts with the true answer); *chat*: the prompt as a user turn of the chat "
                  "template (\"Complete the sentence: …\"), the answer contains the target. Rules: "
                  "`src/memit/eval/generated.py`."), "",
-                "| N | method | | ES | PS | NS | gen ES | gen PS | gen NS | chat ES | chat PS | chat NS |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| N | method | folder | | ES | PS | NS | gen ES | gen PS | gen NS | chat ES | chat PS | chat NS |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
         def label(r):
             hp = r.get("hparams") or {}
-            return r["method"] + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
+            stop = ", paper's stop" if hp.get("stop") == "paper" and not r["method"].startswith("ft") else ""
+            return r["method"] + stop + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
+
+        def folder(r):  # the same method and N measured twice (two commits) would read as one row twice
+            return r["_file"].removeprefix("benchmarks/results/").rsplit("/", 1)[0]
         gaps = []
         for r in runs:
             for state, e in (("unedited", r["unedited"]), ("edited", r["edited"])):
@@ -33,12 +37,12 @@ def generated_section() -> list[str]:
                 cells = [fmt_ci(e, k) for k in ("ES", "PS", "NS")]
                 cells += [f"{g[k]:.1f}" if g.get(k) is not None else "–"
                           for k in ("gen_ES", "gen_PS", "gen_NS", "chat_ES", "chat_PS", "chat_NS")]
-                out.append(f"| {r['n']} | {label(r)} | {state} | " + " | ".join(cells) + " |")
+                out.append(f"| {r['n']} | {label(r)} | {folder(r)} | {state} | " + " | ".join(cells) + " |")
             g = r["edited"]["generated"]
             gaps.append((r, r["edited"]["ES"] - g["gen_ES"], r["edited"]["PS"] - g["gen_PS"]))
         out += ["", "How far the generated figures sit from the teacher-forced ones, edited: "
-                + "; ".join(f"{label(r)} at N = {r['n']}: ES {es:+.1f} and PS {ps:+.1f} points "
-                            f"(teacher forced minus generated, plain)" for r, es, ps in gaps) + ".", "",
+                + "; ".join(f"{label(r)} ({folder(r)}) at N = {r['n']}: ES {es:+.1f} and PS {ps:+.1f} points"
+                            for r, es, ps in gaps) + " (teacher forced minus generated, plain).", "",
                 fmt_files(runs), ""]
     mq = sorted((r for r in load_results("mquake/mquake_*.json") if "edited" in r), key=lambda r: r["_file"])
     if mq:
