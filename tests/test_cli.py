@@ -160,12 +160,15 @@ def test_eval_one_batch_and_sequential(setup, capsys):
     assert based["hparams"]["sequential_stats"] == "base" and len(based["points"]) == 3
 
 
+# One CounterFact record in EasyEdit's schema, for the eval paths.
+ONE_RECORD = [{"case_id": 0, "prompt": "{} is located in", "subject": "The Eiffel Tower", "target_new": "Rome",
+               "ground_truth": "Paris", "rephrase_prompt": "The Eiffel Tower stands in",
+               "locality_prompt": "The Louvre is in", "locality_ground_truth": "Paris"}]
+
+
 def test_an_exported_adapter_is_applied_and_scored_like_the_delta(setup, capsys):
     root, model_dir = setup
-    recs = [{"case_id": 0, "prompt": "{} is located in", "subject": "The Eiffel Tower", "target_new": "Rome",
-             "ground_truth": "Paris", "rephrase_prompt": "The Eiffel Tower stands in",
-             "locality_prompt": "The Louvre is in", "locality_ground_truth": "Paris"}]
-    (root / "one.json").write_text(json.dumps(recs))
+    (root / "one.json").write_text(json.dumps(ONE_RECORD))
     base = ["--model", str(model_dir), "--hparams", str(root / "hp.json")]
     assert main(["edit", *base, "--requests", str(root / "one.json"), "--delta", str(root / "one.safetensors"),
                  "--quiet"]) == 0
@@ -186,10 +189,7 @@ def test_an_exported_adapter_is_applied_and_scored_like_the_delta(setup, capsys)
 
 def test_a_saved_delta_is_scored_again_without_editing(setup, capsys):
     root, model_dir = setup
-    recs = [{"case_id": 0, "prompt": "{} is located in", "subject": "The Eiffel Tower", "target_new": "Rome",
-             "ground_truth": "Paris", "rephrase_prompt": "The Eiffel Tower stands in",
-             "locality_prompt": "The Louvre is in", "locality_ground_truth": "Paris"}]
-    (root / "kept.json").write_text(json.dumps(recs))
+    (root / "kept.json").write_text(json.dumps(ONE_RECORD))
     ev = ["eval", "--model", str(model_dir), "--hparams", str(root / "hp.json"), "--dataset", "counterfact",
           "--data", str(root / "kept.json"), "--n", "1", "--no-fluency", "--generate", "none", "--quiet"]
     assert main([*ev, "--out", str(root / "first"), "--save-delta", str(root / "deltas")]) == 0
