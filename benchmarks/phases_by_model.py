@@ -35,7 +35,7 @@ def one(name: str, n: int, data: str) -> dict:
     delta.revert(model)
     reqs = delta.meta["requests"]
     cfg = model.config
-    return {"model": name, "layers": hp.layers,
+    return {"model": name, "layers": hp.layers, "hparams": delta.meta["hparams"],
             "vocab": cfg.vocab_size, "blocks": cfg.num_hidden_layers, "d_model": cfg.hidden_size,
             "d_ff": cfg.intermediate_size, "post_mlp_norm": arch.post_mlp_norm is not None,
             "wall_s": wall, "phases_s": delta.meta["timings"],

@@ -61,9 +61,23 @@ def stop_section() -> list[str]:
                  f"{len(hp['prefixes'])} prefixes" + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "") + ": "
                  + "; ".join(f"{name}: {got}, {'met' if ok else 'missed'}" for name, ok, got in checks)
                  + (f"; time: {cached:,} target vectors were read from the cache of an earlier run, so its "
-                    f"{timed[2]} is not the time of a cold edit" if cached
+                    f"{timed[2]} is not the time of a cold edit" + cold_edit(hp) if cached
                     else f"; {timed[0]}: {timed[2]}, {'met' if timed[1] else 'missed'}") + "."), ""]
     return out
+
+
+def cold_edit(hp: dict) -> str:
+    """The ≤ 20-minute verdict from a cold whole edit with the same settings, timed alone
+    (benchmarks/phases_by_model.py), where the scored run read its targets from the cache."""
+    for t in load_results("speed/phases_by_model_n1000.json"):
+        for m in t["models"]:
+            # settings added since the scored run keep their old behaviour at their defaults
+            same = m.get("hparams") and all(m["hparams"][k] == v for k, v in hp.items() if k in m["hparams"])
+            if m["model"] == "smollm2-135m" and same:
+                return (f"; the same edit cold (`python benchmarks/phases_by_model.py --n 1000 --models smollm2-135m`, "
+                        f"commit {str(t['machine'].get('commit'))[:10]}, {t['machine']['threads']} threads): "
+                        f"{m['wall_s'] / 60:.1f} min, {'met' if m['wall_s'] <= 1200 else 'missed'}")
+    return ""
 
 
 def peer_section() -> list[str]:
