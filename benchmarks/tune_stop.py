@@ -58,6 +58,10 @@ CONFIGS: sweep.Configs = {
                                                  "prefixes": FIVE[:1], "ridge": 1.0}),
     "margin3_rounds3_2prefixes_ridge1_lr1": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
                                                        "prefixes": FIVE[:2], "ridge": 1.0, "v_lr": 1.0}),
+    # the doubled step with a heavier ridge term, to hold ‖ΔW‖ where the default has it (round-1
+    # targets shared with ..._lr1: the ridge term does not change them)
+    "margin3_rounds3_2prefixes_ridge1.5_lr1": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
+                                                         "prefixes": FIVE[:2], "ridge": 1.5, "v_lr": 1.0}),
     # the change spread over more layers below the same last one (its target vectors are shared)
     **{f"margin3_rounds3_2prefixes_ridge1_band{first}_8": ("memit", {
         "stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2], "ridge": 1.0,
