@@ -146,12 +146,12 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         ckpt = cache_dir() / "targets"  # resumes a long run; reused by runs that differ only in λ, band start …
         ckpt.mkdir(parents=True, exist_ok=True)
         delta = run(method, model, tokenizer, [c.request for c in cases], hp, progress=progress, checkpoint=ckpt)
-        if save_delta:
-            save_delta.parent.mkdir(parents=True, exist_ok=True)
-            delta.save(save_delta)
     else:
         delta.apply(model)
     t_edit = time.perf_counter() - t0
+    if save_delta:  # before scoring, so a failure there loses no edit; outside the edit's time
+        save_delta.parent.mkdir(parents=True, exist_ok=True)
+        delta.save(save_delta)
     t0 = time.perf_counter()
     try:
         post = score(model, tokenizer, cases, dataset, fluency, seed, generate)
@@ -166,7 +166,8 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         "case_ids": [c.request.case_id for c in cases],
         "unedited": pre["summary"], "edited": post["summary"],
         "edit_wall_s": t_edit, "eval_wall_s": t_eval, **_edit_fields(delta),
-        "machine": where, **(extra or {}), **({"delta_file": str(save_delta)} if save_delta else {}), **({"ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens} if ppl_corpus else {}),
+        "machine": where, **(extra or {}), **({"delta_file": str(save_delta)} if save_delta else {}),
+        **({"ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens} if ppl_corpus else {}),
         **({"retention": retention_summary(known_pre, known_post)} if known else {}),
         **({"strata": counterfact_strata(pre["cases"], post["cases"])} if dataset == "counterfact" else {}),
         "per_case": {"unedited": pre["cases"], "edited": post["cases"]},
