@@ -62,6 +62,10 @@ CONFIGS: sweep.Configs = {
     # targets shared with ..._lr1: the ridge term does not change them)
     "margin3_rounds3_2prefixes_ridge1.5_lr1": ("memit", {"stop": "margin", "stop_margin": 3.0, "rounds": 3,
                                                          "prefixes": FIVE[:2], "ridge": 1.5, "v_lr": 1.0}),
+    # the same, with a middle round that checks only what it edited: what the faster default could be
+    "margin3_rounds3_2prefixes_ridge1.5_lr1_midcheck": ("memit", {
+        "stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2], "ridge": 1.5, "v_lr": 1.0,
+        "middle_check": "edited"}),
     # the change spread over more layers below the same last one (its target vectors are shared)
     **{f"margin3_rounds3_2prefixes_ridge1_band{first}_8": ("memit", {
         "stop": "margin", "stop_margin": 3.0, "rounds": 3, "prefixes": FIVE[:2], "ridge": 1.0,
