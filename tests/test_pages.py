@@ -176,3 +176,15 @@ def test_edit_age_reads_es_of_each_quarter_in_edit_order():
         "", ("ES by the age of the edit, N = 100 (the requests in edit order, in quarters, first to last): "
              "ROME 0.0 / 25.0 / 50.0 / 75.0; MEMIT's one batch over the same quarters 100.0 / 100.0 / 100.0 / 100.0.")]
     assert methods.edit_age_lines(runs) == []  # too few requests for quarters to say anything
+
+
+def test_compare_runs_finds_the_largest_gap_and_the_flipped_verdict():
+    cmp = _script("compare_runs")
+    row = lambda cid, new, true: {"case_id": cid, "rewrite": [{"new": new, "true": true}],
+                                  "paraphrase": [{"new": 1.0, "true": 1.0}], "neighborhood": []}
+    a = [row(1, 0.5, 2.0), row(2, 1.0, 1.5)]
+    b = [row(1, 0.5, 2.25), row(2, 1.75, 1.5)]
+    assert cmp.record_gaps(a, b) == [0.25, 0.75]
+    assert [f["case_id"] for f in cmp.flips(a, b)] == [2]
+    with pytest.raises(SystemExit, match="same records"):
+        cmp.record_gaps(a, b[::-1])
