@@ -21,7 +21,7 @@ import json
 import statistics
 from pathlib import Path
 
-KINDS = ("rewrite", "paraphrase", "neighborhood")
+from memit.eval.generated import KINDS  # CounterFact's prompt kinds, as the per-record scores hold them
 
 
 def record_gaps(a: list[dict], b: list[dict]) -> list[float]:
