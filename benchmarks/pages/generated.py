@@ -26,7 +26,8 @@ def generated_section() -> list[str]:
         def label(r):
             hp = r.get("hparams") or {}
             stop = ", paper's stop" if hp.get("stop") == "paper" and not r["method"].startswith("ft") else ""
-            return r["method"] + stop + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
+            bound = f", ε {hp['ft']['norm_bound']:g}" if r["method"].startswith("ft") and hp.get("ft") else ""
+            return r["method"] + stop + bound + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
 
         def folder(r):  # the same method and N measured twice (two commits) would read as one row twice
             return r["_file"].removeprefix("benchmarks/results/").rsplit("/", 1)[0]

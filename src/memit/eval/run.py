@@ -96,17 +96,24 @@ def score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed
     return {"summary": summary, "cases": per, **({"generated": generated} if generated else {})}
 
 
-def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed: int = 0,
-                   generate: tuple[str, ...] = ()) -> dict:
-    """``score`` of a model that no edit has touched, cached on disk: every N, band, λ and method run
-    on the same records shares one baseline pass (at N = 1000 that pass takes half an hour here).
-    The key holds the weights, the records, the settings and the source of the scoring code, so
-    a change to any of them computes it afresh."""
+def unedited_cache_file(model, cases: list[Case], dataset: str, fluency: bool, seed: int = 0,
+                        generate: tuple[str, ...] = ()) -> Path:
+    """Where ``unedited_score`` keeps its result. The key holds the weights, the records, the
+    settings and the source of the scoring code, so a change to any of them computes it afresh."""
     modules = (metrics_module, fluency_module) + ((generated_module,) if generate else ())
     source = b"".join(Path(m.__file__).read_bytes() for m in modules)
     key = json.dumps([model_fingerprint(model), dataset, fluency, seed, hashlib.sha256(source).hexdigest(),
                       [dataclasses.asdict(c) for c in cases]] + ([list(generate)] if generate else []), default=str)
-    file = cache_dir() / "scores" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    return cache_dir() / "scores" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def unedited_score(model, tokenizer, cases: list[Case], dataset: str, fluency: bool, seed: int = 0,
+                   generate: tuple[str, ...] = ()) -> dict:
+    """``score`` of a model that no edit has touched, cached on disk: every N, band, λ and method run
+    on the same records shares one baseline pass (at N = 1000 that pass takes half an hour here).
+    A cached baseline taken from a committed result (benchmarks/seed_baseline.py) names that file
+    under ``source``, and the new result says so."""
+    file = unedited_cache_file(model, cases, dataset, fluency, seed, generate)
     try:
         return json.loads(file.read_text())
     except (OSError, ValueError):
@@ -166,7 +173,7 @@ def run_point(model, tokenizer, cases: list[Case], dataset: str, hp: MemitHyperP
         "case_ids": [c.request.case_id for c in cases],
         "unedited": pre["summary"], "edited": post["summary"],
         "edit_wall_s": t_edit, "eval_wall_s": t_eval, **_edit_fields(delta),
-        "machine": where, **(extra or {}), **({"delta_file": str(save_delta)} if save_delta else {}),
+        "machine": where, **(extra or {}), **({"unedited_source": pre["source"]} if "source" in pre else {}), **({"delta_file": str(save_delta)} if save_delta else {}),
         **({"ppl_corpus": ppl_corpus, "ppl_tokens": ppl_tokens} if ppl_corpus else {}),
         **({"retention": retention_summary(known_pre, known_post)} if known else {}),
         **({"strata": counterfact_strata(pre["cases"], post["cases"])} if dataset == "counterfact" else {}),
