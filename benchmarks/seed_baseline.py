@@ -32,25 +32,35 @@ def git(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
 
 
-def main() -> None:
+def fail(message: str) -> None:
+    print(f"seed_baseline: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("result", help="a committed memit eval result with per-record unedited scores")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--data", help="the records (default: the result's own 'data', from the repository root)")
-    args = ap.parse_args()
-    r = json.loads(Path(args.result).read_text())
+    args = ap.parse_args(argv)
+    try:
+        r = json.loads(Path(args.result).read_text())
+    except (OSError, ValueError) as e:
+        fail(f"{args.result}: not a readable result ({e})")
     commit = (r.get("machine") or {}).get("commit")
     if not commit or "per_case" not in r:
-        sys.exit(f"{args.result}: needs machine.commit and per_case")
+        fail(f"{args.result}: needs machine.commit and per_case")
     last = git("log", "-1", "--format=%H", "--", *SCORING).stdout.strip()
+    if not last:
+        fail(f"{ROOT} is not a git checkout: the scoring code's history cannot be checked")
     if git("merge-base", "--is-ancestor", last, commit).returncode != 0:
-        sys.exit(f"{args.result}: made at {commit[:10]}, before the scoring code changed at {last[:10]}")
+        fail(f"{args.result}: made at {commit[:10]}, before the scoring code changed at {last[:10]}")
     forms = tuple(f for f in ("plain", "chat") if f in ((r["unedited"].get("generated") or {}).get("forms") or {}))
     fluency = "GE" in r["unedited"]
     data = Path(args.data or ROOT / r["data"])
     cases = select(memit.load_cases(data, check_batch=False), r["n"], 0, r.get("sample", "first"))
     if [c.request.case_id for c in cases] != r["case_ids"]:
-        sys.exit(f"{data}: its first {r['n']} records are not the result's case_ids")
+        fail(f"{data}: its first {r['n']} records are not the result's case_ids")
     model, _ = memit.load_model(args.model, dtype="float32")
     file = unedited_cache_file(model, cases, r["dataset"], fluency, 0, forms)
     summary = {k: v for k, v in r["unedited"].items() if k != "perplexity"}  # perplexity is never cached

@@ -218,3 +218,40 @@ def test_gguf_out_needs_a_gguf_model_and_says_so_before_editing(setup, capsys):
     assert main(["apply", "--model", str(model_dir), "--delta", str(root / "d.safetensors"),
                  "--out", str(root / "a.gguf")]) == 2
     assert "is not a .gguf file" in capsys.readouterr().err
+
+
+def test_a_committed_baseline_seeds_the_score_cache(setup, capsys, monkeypatch, tmp_path):
+    """benchmarks/seed_baseline.py puts a result's unedited scores where ``memit eval`` looks: a
+    fresh cache then scores only the edited model, with the same baseline, and names its source."""
+    import importlib.util
+
+    import memit.eval.run as run_mod
+
+    root, model_dir = setup
+    (root / "seed.json").write_text(json.dumps(ONE_RECORD))
+    ev = ["eval", "--model", str(model_dir), "--hparams", str(root / "hp.json"), "--dataset", "counterfact",
+          "--data", str(root / "seed.json"), "--n", "1", "--no-fluency", "--generate", "plain", "--quiet"]
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "first"))
+    assert main([*ev, "--out", str(tmp_path / "a")]) == 0
+    first = tmp_path / "a" / "counterfact_memit_n1.json"
+    spec = importlib.util.spec_from_file_location("seed_baseline", Path(__file__).parents[1] / "benchmarks" / "seed_baseline.py")
+    seed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed)
+    monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "fresh"))
+    seed.main([str(first), "--model", str(model_dir), "--data", str(root / "seed.json")])
+    assert "unedited scores of 1 records" in capsys.readouterr().out
+    scored = []
+    real = run_mod.score
+    monkeypatch.setattr(run_mod, "score", lambda *a, **k: (scored.append(1), real(*a, **k))[1])
+    assert main([*ev, "--out", str(tmp_path / "b")]) == 0
+    a, b = json.loads(first.read_text()), json.loads((tmp_path / "b" / "counterfact_memit_n1.json").read_text())
+    assert len(scored) == 1  # the edited model only
+    assert b["unedited"] == a["unedited"] and b["generated_per_case"]["unedited"] == a["generated_per_case"]["unedited"]
+    assert b["unedited_source"] == {"file": str(first), "commit": a["machine"]["commit"]}
+    assert "unedited_source" not in a
+    other = [dict(ONE_RECORD[0], case_id=7)]
+    (root / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit) as exit_:
+        seed.main([str(first), "--model", str(model_dir), "--data", str(root / "other.json")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "are not the result's case_ids" in err and err.count("\n") == 1
