@@ -7,8 +7,8 @@ from .load import fmt_ci, fmt_files, load_results
 
 def generated_section() -> list[str]:
     """Generated answers beside the teacher-forced scores, and what MQuAKE's multi-hop questions show."""
-    runs = [r for r in load_results("generated/counterfact_*_n*.json") + load_results("stop/*/counterfact_memit_n*.json")
-            if "generated" in r["edited"]]
+    runs = [r for r in load_results("generated/counterfact_*_n*.json") + load_results("generated/tuned/counterfact_*_n*.json")
+            + load_results("stop/*/counterfact_memit_n*.json") if "generated" in r["edited"]]
     runs.sort(key=lambda r: (r["n"], r["method"], r["_file"]))
     out = []
     if not runs:
@@ -19,15 +19,17 @@ def generated_section() -> list[str]:
                  "cut at the first line or sentence; *plain*: the answer starts with the target "
                  "(neighbourhood: still starts with the true answer); *chat*: the prompt as a user turn of the chat "
                  "template (\"Complete the sentence: …\"), the answer contains the target. Rules: "
-                 "`src/memit/eval/generated.py`."), "",
+                 "`src/memit/eval/generated.py`. Folder `generated/tuned`: FT-L with the bound tuned on train "
+                 "(`--method ft --hparams benchmarks/hparams/smollm2-135m_ft-l.json`)."), "",
                 "| N | method | folder | | ES | PS | NS | gen ES | gen PS | gen NS | chat ES | chat PS | chat NS |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
         def label(r):
             hp = r.get("hparams") or {}
-            stop = ", paper's stop" if hp.get("stop") == "paper" and not r["method"].startswith("ft") else ""
-            bound = f", ε {hp['ft']['norm_bound']:g}" if r["method"].startswith("ft") and hp.get("ft") else ""
-            return r["method"] + stop + bound + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
+            stop = ", paper's stop" if hp.get("stop") == "paper" else ""
+            if r["method"].startswith("ft"):  # fine-tuning: no target vectors, no solve; its bound tells the runs apart
+                return r["method"] + (f", ε {hp['ft']['norm_bound']:g}" if hp.get("ft") else "")
+            return r["method"] + stop + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
 
         def folder(r):  # the same method and N measured twice (two commits) would read as one row twice
             return r["_file"].removeprefix("benchmarks/results/").rsplit("/", 1)[0]
@@ -41,6 +43,12 @@ def generated_section() -> list[str]:
                 out.append(f"| {r['n']} | {label(r)} | {folder(r)} | {state} | " + " | ".join(cells) + " |")
             g = r["edited"]["generated"]
             gaps.append((r, r["edited"]["ES"] - g["gen_ES"], r["edited"]["PS"] - g["gen_PS"]))
+        seeded = [r for r in runs if r.get("unedited_source")]
+        if seeded:
+            out += ["", "Unedited rows not scored again but read from an earlier result on the same records, model and "
+                    "scoring code (`python benchmarks/seed_baseline.py FILE`): " + "; ".join(
+                        f"{folder(r)} at N = {r['n']} from `{r['unedited_source']['file']}` "
+                        f"({r['unedited_source']['commit'][:10]})" for r in seeded) + "."]
         out += ["", "How far the generated figures sit from the teacher-forced ones, edited: "
                 + "; ".join(f"{label(r)} ({folder(r)}) at N = {r['n']}: ES {es:+.1f} and PS {ps:+.1f} points"
                             for r, es, ps in gaps) + " (teacher forced minus generated, plain).", "",
