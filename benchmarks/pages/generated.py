@@ -26,9 +26,9 @@ def generated_section() -> list[str]:
 
         def label(r):
             hp = r.get("hparams") or {}
-            stop = ", paper's stop" if hp.get("stop") == "paper" else ""
             if r["method"].startswith("ft"):  # fine-tuning: no target vectors, no solve; its bound tells the runs apart
                 return r["method"] + (f", ε {hp['ft']['norm_bound']:g}" if hp.get("ft") else "")
+            stop = ", paper's stop" if hp.get("stop") == "paper" else ""
             return r["method"] + stop + (f", ridge {hp['ridge']:g}" if hp.get("ridge") else "")
 
         def folder(r):  # the same method and N measured twice (two commits) would read as one row twice
