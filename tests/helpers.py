@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import torch
 import transformers as T
 from tokenizers import ByteLevelBPETokenizer, SentencePieceBPETokenizer
@@ -67,3 +70,12 @@ def tiny_model(model_type: str, tokenizer, dtype=torch.float32, seed: int = 0):
     model = T.AutoModelForCausalLM.from_config(config_for(model_type, len(tokenizer)))
     model.to(dtype).eval().requires_grad_(False)
     return model
+
+
+def benchmark_script(name: str):
+    """A script of benchmarks/ loaded as a module (they are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CORPUS, tiny_model
+from helpers import CORPUS, benchmark_script, tiny_model
 from memit.cli import main
 
 
@@ -223,8 +223,6 @@ def test_gguf_out_needs_a_gguf_model_and_says_so_before_editing(setup, capsys):
 def test_a_committed_baseline_seeds_the_score_cache(setup, capsys, monkeypatch, tmp_path):
     """benchmarks/seed_baseline.py puts a result's unedited scores where ``memit eval`` looks: a
     fresh cache then scores only the edited model, with the same baseline, and names its source."""
-    import importlib.util
-
     import memit.eval.run as run_mod
 
     root, model_dir = setup
@@ -234,9 +232,7 @@ def test_a_committed_baseline_seeds_the_score_cache(setup, capsys, monkeypatch, 
     monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "first"))
     assert main([*ev, "--out", str(tmp_path / "a")]) == 0
     first = tmp_path / "a" / "counterfact_memit_n1.json"
-    spec = importlib.util.spec_from_file_location("seed_baseline", Path(__file__).parents[1] / "benchmarks" / "seed_baseline.py")
-    seed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seed)
+    seed = benchmark_script("seed_baseline")
     monkeypatch.setenv("MEMIT_CACHE", str(tmp_path / "fresh"))
     seed.main([str(first), "--model", str(model_dir), "--data", str(root / "seed.json")])
     assert "unedited scores of 1 records" in capsys.readouterr().out

@@ -2,19 +2,13 @@
 that breaks on a new file fails here, not at the end of a long run."""
 
 import importlib
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from helpers import benchmark_script
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +102,7 @@ def test_a_run_stopped_on_purpose_counts_as_finished():
 def test_sweep_runs_only_what_is_missing_and_stamps_each_run(tmp_path, monkeypatch):
     """The tuning sweeps resume across sessions and machines: a rerun must not redo (or restamp)
     finished configurations, and each new one carries the machine it ran on."""
-    sweep = _script("sweep")
+    sweep = benchmark_script("sweep")
     ran = []
 
     class FakeDelta:
@@ -179,7 +173,7 @@ def test_edit_age_reads_es_of_each_quarter_in_edit_order():
 
 
 def test_compare_runs_finds_the_largest_gap_and_the_flipped_verdict():
-    cmp = _script("compare_runs")
+    cmp = benchmark_script("compare_runs")
     row = lambda cid, new, true: {"case_id": cid, "rewrite": [{"new": new, "true": true}],
                                   "paraphrase": [{"new": 1.0, "true": 1.0}], "neighborhood": []}
     a = [row(1, 0.5, 2.0), row(2, 1.0, 1.5)]
