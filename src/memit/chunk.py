@@ -5,6 +5,11 @@ optimisation. So the rows are aligned on that token (left padding), the part bef
 once and kept as a key/value cache, the rest runs once through the blocks up to the edited
 layer, whose output is kept, and every step runs only the blocks above it; logits are computed
 only at the positions the loss reads.
+
+Each row also stops at the last column its loss reads. A rewriting row's last token (the
+target's last) predicts nothing the loss uses, and a KL row is read only at the subject's last
+token, so the KL rows run as a pass of their own, one column wide, instead of being padded to
+the width of the rewriting rows. Attention is causal, so what is cut off changes nothing before it.
 """
 
 from __future__ import annotations
@@ -19,24 +24,22 @@ from memit.tokens import Encoded
 from memit.weights import input_device
 
 
-class Chunk:
-    """Prompts of some requests, aligned so the subject's last token is column ``p`` of every row,
-    with the key/value cache of columns < p and the output of block ``layer`` at columns ≥ p. The
-    δ enters at that block's output (with ``pre_norm``, at its MLP's output before the norm that
-    follows it), so each optimisation step runs only the blocks above it."""
+class _Rows:
+    """Rows aligned so that the subject's last token is column ``p`` of every row, row ``r`` cut
+    after ``p + keep[r]`` columns, with the key/value cache of columns < p and the output of block
+    ``layer`` at columns ≥ p (with ``pre_norm``, also its MLP's output at column p)."""
 
-    def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], per_req: int, pad_id: int,
-                 pre_norm: bool = False):
+    def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], keep: list[int], owner: list[int],
+                 pad_id: int, pre_norm: bool):
         device = input_device(model)
-        self.per_req, self.arch, self.layer = per_req, arch, layer
+        self.owner = owner  # the request (index within the chunk) of each row
         self.p = p = max(e.subject_last for e in encs)
-        width = max(p - e.subject_last + len(e.ids) for e in encs)
-        ids = torch.full((len(encs), width), pad_id, dtype=torch.long)
+        ids = torch.full((len(encs), p + max(keep)), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for r, e in enumerate(encs):
-            off = p - e.subject_last
-            ids[r, off: off + len(e.ids)] = torch.tensor(e.ids)
-            mask[r, off: off + len(e.ids)] = 1
+        for r, (e, k) in enumerate(zip(encs, keep)):
+            off, used = p - e.subject_last, e.subject_last + k
+            ids[r, off: off + used] = torch.tensor(e.ids[:used])
+            mask[r, off: off + used] = 1
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         self.ids, self.mask, self.pos = ids[:, p:].to(device), mask.to(device), pos[:, p:].to(device)
         self.cache = None
@@ -50,18 +53,12 @@ class Chunk:
                       past_key_values=self._cache(torch.arange(len(encs), device=device)),
                       use_cache=self.cache is not None)
         self.known = seen[block]
-        # With a norm after the MLP, δ moves the MLP's output y before that norm (postnorm.py):
-        # the MLP output at the subject's last token of every row, and the norm.
         self.y = seen[mlp][:, 0] if pre_norm else None
-        self.norm = model.get_submodule(arch.post_mlp_norm_name(layer)) if pre_norm else None
-        # Loss positions, in suffix columns: target predictions of rewriting rows, column 0 of KL rows.
-        self.pos_r, self.pos_c, self.tgt, self.owner = [], [], [], []
-        for r, e in enumerate(encs):
-            if r % per_req == per_req - 1:
-                continue
-            shift = -e.subject_last  # token j sits at column j + p - subject_last, i.e. suffix column j + shift
-            for q, t in zip(e.target_positions, e.ids[e.n_prompt:]):
-                self.pos_r.append(r), self.pos_c.append(q + shift), self.tgt.append(t), self.owner.append(r // per_req)
+
+    def at_subject(self) -> torch.Tensor:
+        """Block ``layer``'s output at the subject's last token of every row, before any δ."""
+        known = self.known[0] if isinstance(self.known, tuple) else self.known
+        return known[:, 0]
 
     def _cache(self, rows: torch.Tensor):
         """The prefix cache for ``rows``: a copy, since a forward pass appends to it."""
@@ -74,13 +71,14 @@ class Chunk:
             layer.keys, layer.values = layer.keys[r], layer.values[r]
         return cache
 
-    def forward(self, model, arch: Arch, live: list[int], add) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs at the loss positions and at the KL rows, for the requests ``live``
-        (indices within the chunk), with ``add(out_at_subject, row_request, y)`` applied at block l_L
-        (``y``: the rows' MLP outputs before the norm, or None)."""
+    def run(self, model, arch: Arch, layer: int, live: list[int], add) -> tuple[list[int], torch.Tensor]:
+        """The rows of the requests ``live`` and the last hidden states of their suffix columns,
+        with ``add`` applied at block ``layer`` (see ``Chunk.forward``)."""
         device = self.ids.device
-        rows = torch.tensor([j * self.per_req + k for j in live for k in range(self.per_req)], device=device)
-        row_req = torch.arange(len(live), device=device).repeat_interleave(self.per_req)
+        live_pos = {j: n for n, j in enumerate(live)}
+        picked = [r for r, j in enumerate(self.owner) if j in live_pos]
+        rows = torch.tensor(picked, device=device)
+        row_req = torch.tensor([live_pos[self.owner[r]] for r in picked], device=device)
         cache = self._cache(rows)
 
         def edit(out):
@@ -88,11 +86,53 @@ class Chunk:
             y = None if self.y is None else self.y[rows.to(self.y.device)].to(out.device)
             return out.index_put((at, torch.zeros_like(at)), add(out[:, 0], row_req, y))
 
-        with hooks.skip_blocks(model, self.arch.blocks, self.layer, self.known, rows), \
-                hooks.edit_output(model, self.arch.block_name(self.layer), edit):
+        with hooks.skip_blocks(model, arch.blocks, layer, self.known, rows), \
+                hooks.edit_output(model, arch.block_name(layer), edit):
             hidden = model.base_model(input_ids=self.ids[rows], attention_mask=self.mask[rows],
                                       position_ids=self.pos[rows], past_key_values=cache, use_cache=cache is not None)[0]
-        where = {int(r): i for i, r in enumerate(rows.tolist())}
+        return picked, hidden
+
+
+class Chunk:
+    """Prompts of some requests (``per_req`` rows each: rewriting rows, the bare prompt first, then
+    the KL row), as two sets of ``_Rows``. The δ enters at block ``layer``'s output (with
+    ``pre_norm``, at its MLP's output before the norm that follows it), so each optimisation
+    step runs only the blocks above it."""
+
+    def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], per_req: int, pad_id: int,
+                 pre_norm: bool = False):
+        self.per_req, self.arch, self.layer = per_req, arch, layer
+        rw = [r for r in range(len(encs)) if r % per_req != per_req - 1]
+        kl = [r for r in range(len(encs)) if r % per_req == per_req - 1]
+        # a rewriting row up to the prediction of its target's last token; a KL row, its subject's last token
+        self.rewrite = _Rows(model, arch, layer, [encs[r] for r in rw],
+                             [len(encs[r].ids) - 1 - encs[r].subject_last for r in rw],
+                             [r // per_req for r in rw], pad_id, pre_norm)
+        self.kl = _Rows(model, arch, layer, [encs[r] for r in kl], [1] * len(kl), [r // per_req for r in kl],
+                        pad_id, pre_norm)
+        self.ids = self.rewrite.ids
+        bare = slice(None, None, per_req - 1)  # each request's first rewriting row: the bare prompt
+        self.h = self.rewrite.at_subject()[bare]
+        # With a norm after the MLP, δ moves the MLP's output y before that norm (postnorm.py):
+        # y at the subject's last token of each bare prompt, and the norm.
+        self.y = self.rewrite.y[bare] if pre_norm else None
+        self.norm = model.get_submodule(arch.post_mlp_norm_name(layer)) if pre_norm else None
+        # Loss positions, in rewriting rows and their suffix columns: the target predictions.
+        self.pos_r, self.pos_c, self.tgt = [], [], []
+        for r, i in enumerate(rw):
+            e = encs[i]
+            shift = -e.subject_last  # token j sits at suffix column j + shift
+            for q, t in zip(e.target_positions, e.ids[e.n_prompt:]):
+                self.pos_r.append(r), self.pos_c.append(q + shift), self.tgt.append(t)
+
+    def forward(self, model, arch: Arch, live: list[int], add) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean target NLL per request, log-probs at the KL rows and the smallest target margin per
+        request, for the requests ``live`` (indices within the chunk), with
+        ``add(out_at_subject, row_request, y)`` applied at block l_L (``y``: the rows' MLP outputs
+        before the norm, or None)."""
+        device = self.ids.device
+        picked, hidden = self.rewrite.run(model, arch, self.layer, live, add)
+        where = {r: i for i, r in enumerate(picked)}
         keep = [i for i, r in enumerate(self.pos_r) if r in where]
         sel_r = [where[self.pos_r[i]] for i in keep]
         sel_c = [self.pos_c[i] for i in keep]
@@ -104,10 +144,10 @@ class Chunk:
             other = torch.where(top.indices[:, 0] == tgt, top.values[:, 1], top.values[:, 0])
             tok_margin = -tok_nll.detach() - other
         live_pos = {j: n for n, j in enumerate(live)}
-        owner = torch.tensor([live_pos[self.owner[i]] for i in keep], device=device)
+        owner = torch.tensor([live_pos[self.rewrite.owner[self.pos_r[i]]] for i in keep], device=device)
         nll = torch.zeros(len(live), device=device).index_add(0, owner, tok_nll)
         nll = nll / torch.bincount(owner, minlength=len(live)).float()
         margin = torch.full((len(live),), float("inf"), device=device).scatter_reduce(0, owner, tok_margin, "amin")
-        kl_rows = list(range(self.per_req - 1, len(rows), self.per_req))
-        kl_lp = torch.log_softmax(logits(model, arch, hidden[kl_rows, 0]).float(), -1).to(device)
+        _, kl_hidden = self.kl.run(model, arch, self.layer, live, add)
+        kl_lp = torch.log_softmax(logits(model, arch, kl_hidden[:, 0]).float(), -1).to(device)
         return nll, kl_lp, margin

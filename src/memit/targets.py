@@ -140,9 +140,12 @@ def _optimise(model, arch, chunk: Chunk, results: list[_Result], hp, bar, ref_no
     d_model = model.get_output_embeddings().weight.shape[1]
     delta = torch.zeros(k, d_model, device=device, requires_grad=True)
     m, v = torch.zeros_like(delta), torch.zeros_like(delta)
-    h = torch.zeros(k, d_model, device=device)
+    h = chunk.h.detach().float().to(device)  # bare prompt, before any δ
     pre = chunk.y is not None  # δ in units of rms(y) on the MLP output y before the norm (see Chunk)
     y0, unit = torch.zeros(k, d_model, device=device), torch.ones(k, 1, device=device)
+    if pre:
+        y0 = chunk.y.detach().float().to(device)
+        unit = y0.pow(2).mean(1, keepdim=True).sqrt()
     lr = hp.v_lr_post_norm if pre else hp.v_lr
     # the clamp as one number for all: √d for δ on y in rms units (c·√d is c·‖y‖), or the typical norm
     fixed = d_model ** 0.5 if pre else ref_norm
@@ -153,12 +156,7 @@ def _optimise(model, arch, chunk: Chunk, results: list[_Result], hp, bar, ref_no
     for step in range(hp.v_num_grad_steps):
         idx = torch.tensor(live, device=device)
 
-        def add(out, row_req, y, idx=idx, step=step):
-            if step == 0:
-                h[idx] = out[:: chunk.per_req].detach().float().to(device)  # bare prompt, before any δ
-                if pre:
-                    y0[idx] = y[:: chunk.per_req].detach().float().to(device)
-                    unit[idx] = y0[idx].pow(2).mean(1, keepdim=True).sqrt()
+        def add(out, row_req, y, idx=idx):
             d = delta[idx][row_req.to(delta.device)]
             if pre:
                 d = postnorm.output_change(chunk.norm, y.float(), d.to(y.device) * unit[idx][row_req.to(device)].to(y.device))
