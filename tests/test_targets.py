@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import memit
+import memit.chunk
 from helpers import ALL_TYPES, make_tokenizer, tiny_model
 from memit import postnorm
 from memit.hparams import MemitHyperParams
@@ -17,9 +18,16 @@ REQS = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "R
 PREFIXES = ["Because of it. ", "I said that the day was long. "]
 
 
+@pytest.fixture(params=["one pass", "KL rows apart"])
+def kl_pass(request, monkeypatch):
+    """Both ways a chunk may run its KL rows: with the rewriting rows, or as a pass of their own."""
+    monkeypatch.setattr(memit.chunk, "SEPARATE_KL_TOKENS", 10**9 if request.param == "one pass" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("model_type", ALL_TYPES)
 @pytest.mark.parametrize("kind,bos", [("bpe", False), ("sp", True)])
-def test_fast_equals_reference(model_type, kind, bos):
+def test_fast_equals_reference(model_type, kind, bos, kl_pass):
     tok = make_tokenizer(kind, bos)
     model = tiny_model(model_type, tok)
     hp = MemitHyperParams(v_num_grad_steps=6, v_lr=0.05, batch_tokens=64)  # several chunks
@@ -179,7 +187,7 @@ def test_typical_clamp_through_edit(bpe):
 
 
 @pytest.mark.parametrize("where", ["mlp", "residual"])
-def test_after_a_post_mlp_norm_delta_moves_the_mlp_output_or_the_block_output(bpe, where):
+def test_after_a_post_mlp_norm_delta_moves_the_mlp_output_or_the_block_output(bpe, where, kl_pass):
     """Gemma's δ enters before the norm after the MLP ("mlp"), or at the block's output as the
     paper has it ("residual"); either way the fast path is the plain one, and an "mlp" target is
     a change the norm can give: z − h is what the norm makes of a change of the MLP output."""

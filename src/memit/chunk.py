@@ -8,8 +8,9 @@ only at the positions the loss reads.
 
 Each row also stops at the last column its loss reads. A rewriting row's last token (the
 target's last) predicts nothing the loss uses, and a KL row is read only at the subject's last
-token, so the KL rows run as a pass of their own, one column wide, instead of being padded to
-the width of the rewriting rows. Attention is causal, so what is cut off changes nothing before it.
+token, so when a chunk holds many requests the KL rows run as a pass of their own, one column
+wide, instead of being padded to the width of the rewriting rows. Attention is causal, so what
+is cut off changes nothing before it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from memit import hooks
 from memit.models.arch import Arch, logits
 from memit.tokens import Encoded
 from memit.weights import input_device
+
+# KL columns a one-column pass of their own must save before it pays its fixed cost (a pass of
+# the blocks above costs about as much as some tens of token columns on a CPU; with one request,
+# ROME's case, a second pass made each step slower).
+SEPARATE_KL_TOKENS = 64
 
 
 class _Rows:
@@ -95,35 +101,38 @@ class _Rows:
 
 class Chunk:
     """Prompts of some requests (``per_req`` rows each: rewriting rows, the bare prompt first, then
-    the KL row), as two sets of ``_Rows``. The δ enters at block ``layer``'s output (with
-    ``pre_norm``, at its MLP's output before the norm that follows it), so each optimisation
-    step runs only the blocks above it."""
+    the KL row), run as one or two sets of ``_Rows``. The δ enters at block ``layer``'s output
+    (with ``pre_norm``, at its MLP's output before the norm that follows it), so each
+    optimisation step runs only the blocks above it."""
 
     def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], per_req: int, pad_id: int,
                  pre_norm: bool = False):
         self.per_req, self.arch, self.layer = per_req, arch, layer
-        rw = [r for r in range(len(encs)) if r % per_req != per_req - 1]
-        kl = [r for r in range(len(encs)) if r % per_req == per_req - 1]
+        kl = set(range(per_req - 1, len(encs), per_req))
         # a rewriting row up to the prediction of its target's last token; a KL row, its subject's last token
-        self.rewrite = _Rows(model, arch, layer, [encs[r] for r in rw],
-                             [len(encs[r].ids) - 1 - encs[r].subject_last for r in rw],
-                             [r // per_req for r in rw], pad_id, pre_norm)
-        self.kl = _Rows(model, arch, layer, [encs[r] for r in kl], [1] * len(kl), [r // per_req for r in kl],
-                        pad_id, pre_norm)
-        self.ids = self.rewrite.ids
-        bare = slice(None, None, per_req - 1)  # each request's first rewriting row: the bare prompt
-        self.h = self.rewrite.at_subject()[bare]
-        # With a norm after the MLP, δ moves the MLP's output y before that norm (postnorm.py):
-        # y at the subject's last token of each bare prompt, and the norm.
-        self.y = self.rewrite.y[bare] if pre_norm else None
+        need = [1 if r in kl else len(e.ids) - 1 - e.subject_last for r, e in enumerate(encs)]
+        width = max(n for r, n in enumerate(need) if r not in kl)
+        rw = [r for r in range(len(encs)) if r not in kl]
+        # a pass of its own costs a pass's fixed overhead: worth it only when it saves many padded columns
+        passes = [rw, sorted(kl)] if len(kl) * (width - 1) >= SEPARATE_KL_TOKENS else [list(range(len(encs)))]
+        self.parts = [_Rows(model, arch, layer, [encs[r] for r in rows], [need[r] for r in rows],
+                            [r // per_req for r in rows], pad_id, pre_norm) for rows in passes]
+        at = {r: (k, i) for k, rows in enumerate(passes) for i, r in enumerate(rows)}
+        self.ids = self.parts[0].ids
+        # Each request's bare prompt (its first row): block l_L's output h there before any δ and,
+        # with a norm after the MLP (δ then moves the MLP's output y before that norm, postnorm.py), y.
+        bare = [at[r] for r in range(0, len(encs), per_req)]
+        self.h = torch.stack([self.parts[k].at_subject()[i] for k, i in bare])
+        self.y = torch.stack([self.parts[k].y[i] for k, i in bare]) if pre_norm else None
         self.norm = model.get_submodule(arch.post_mlp_norm_name(layer)) if pre_norm else None
-        # Loss positions, in rewriting rows and their suffix columns: the target predictions.
-        self.pos_r, self.pos_c, self.tgt = [], [], []
-        for r, i in enumerate(rw):
-            e = encs[i]
-            shift = -e.subject_last  # token j sits at suffix column j + shift
+        # Per part: loss positions (row, suffix column, target token) of the rewriting rows, and its KL rows.
+        self.loss: list[tuple[list[int], list[int], list[int]]] = [([], [], []) for _ in passes]
+        self.kl_rows: list[list[int]] = [[at[r][1] for r in rows if r in kl] for rows in passes]
+        for r in rw:
+            e, (k, i) = encs[r], at[r]
             for q, t in zip(e.target_positions, e.ids[e.n_prompt:]):
-                self.pos_r.append(r), self.pos_c.append(q + shift), self.tgt.append(t)
+                rows, cols, tgt = self.loss[k]
+                rows.append(i), cols.append(q - e.subject_last), tgt.append(t)  # token q sits at suffix column q - subject_last
 
     def forward(self, model, arch: Arch, live: list[int], add) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean target NLL per request, log-probs at the KL rows and the smallest target margin per
@@ -131,23 +140,26 @@ class Chunk:
         ``add(out_at_subject, row_request, y)`` applied at block l_L (``y``: the rows' MLP outputs
         before the norm, or None)."""
         device = self.ids.device
-        picked, hidden = self.rewrite.run(model, arch, self.layer, live, add)
-        where = {r: i for i, r in enumerate(picked)}
-        keep = [i for i, r in enumerate(self.pos_r) if r in where]
-        sel_r = [where[self.pos_r[i]] for i in keep]
-        sel_c = [self.pos_c[i] for i in keep]
-        lp = torch.log_softmax(logits(model, arch, hidden[sel_r, sel_c]).float(), -1).to(device)
-        tgt = torch.tensor([self.tgt[i] for i in keep], device=device)
-        tok_nll = -lp[torch.arange(len(keep), device=device), tgt]
+        live_pos = {j: n for n, j in enumerate(live)}
+        states, tgt, owner, kl_states = [], [], [], []
+        for part, (rows, cols, tokens), kl_rows in zip(self.parts, self.loss, self.kl_rows):
+            picked, hidden = part.run(model, arch, self.layer, live, add)
+            where = {r: n for n, r in enumerate(picked)}
+            keep = [n for n, r in enumerate(rows) if r in where]
+            states.append(hidden[[where[rows[n]] for n in keep], [cols[n] for n in keep]])
+            tgt += [tokens[n] for n in keep]
+            owner += [live_pos[part.owner[rows[n]]] for n in keep]
+            kl_states.append(hidden[[where[r] for r in kl_rows if r in where], 0])  # request order, as ``live``
+        lp = torch.log_softmax(logits(model, arch, torch.cat(states)).float(), -1).to(device)
+        tgt_t = torch.tensor(tgt, device=device)
+        tok_nll = -lp[torch.arange(len(tgt), device=device), tgt_t]
         with torch.no_grad():  # margin of each target token over the best other token
             top = lp.topk(2, dim=-1)
-            other = torch.where(top.indices[:, 0] == tgt, top.values[:, 1], top.values[:, 0])
+            other = torch.where(top.indices[:, 0] == tgt_t, top.values[:, 1], top.values[:, 0])
             tok_margin = -tok_nll.detach() - other
-        live_pos = {j: n for n, j in enumerate(live)}
-        owner = torch.tensor([live_pos[self.rewrite.owner[self.pos_r[i]]] for i in keep], device=device)
-        nll = torch.zeros(len(live), device=device).index_add(0, owner, tok_nll)
-        nll = nll / torch.bincount(owner, minlength=len(live)).float()
-        margin = torch.full((len(live),), float("inf"), device=device).scatter_reduce(0, owner, tok_margin, "amin")
-        _, kl_hidden = self.kl.run(model, arch, self.layer, live, add)
-        kl_lp = torch.log_softmax(logits(model, arch, kl_hidden[:, 0]).float(), -1).to(device)
+        owner_t = torch.tensor(owner, device=device)
+        nll = torch.zeros(len(live), device=device).index_add(0, owner_t, tok_nll)
+        nll = nll / torch.bincount(owner_t, minlength=len(live)).float()
+        margin = torch.full((len(live),), float("inf"), device=device).scatter_reduce(0, owner_t, tok_margin, "amin")
+        kl_lp = torch.log_softmax(logits(model, arch, torch.cat(kl_states)).float(), -1).to(device)
         return nll, kl_lp, margin
