@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import memit
-from helpers import tiny_model
+from helpers import ALL_TYPES, make_tokenizer, tiny_model
 from memit.cli import main
 from memit.delta import load_delta
 from memit.eval.metrics import target_scores
@@ -15,7 +15,7 @@ from memit.fingerprint import model_fingerprint
 from memit.hparams import MemitHyperParams
 from memit.journal import Journal
 from memit.methods import run
-from memit.verify import check
+from memit.verify import check, scores_behind
 
 PREFIXES = ["Because of it. "]
 REQS = [memit.EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", "Paris"),
@@ -31,6 +31,23 @@ def _hp(corpus_file, **kw):
 
 def _weights(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("model_type", ALL_TYPES)
+@pytest.mark.parametrize("kind,bos", [("bpe", False), ("sp", True)])
+def test_rows_behind_one_prefix_score_as_they_do_whole(model_type, kind, bos):
+    """The prefix's tokens run once, as a cache, and each row runs the rest: the same NLLs and
+    argmax hits as whole rows, with one-token targets read from a shared row and multi-token ones not."""
+    tok = make_tokenizer(kind, bos)
+    model = tiny_model(model_type, tok)
+    prefix = "I said that the day was long. "
+    pairs = [(prefix + r.text, t) for r in REQS for t in (r.target_new, r.target_true)]
+    pairs += [(prefix + "Danielle speaks", "French and English")]
+    fast = scores_behind(model, tok, pairs, batch_tokens=48)  # several batches
+    whole = target_scores(model, tok, pairs)
+    assert [h for _, h in fast] == [h for _, h in whole]
+    torch.testing.assert_close(torch.tensor([x for x, _ in fast]), torch.tensor([x for x, _ in whole]),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_check_compares_new_with_true_on_every_prompt(bpe):

@@ -92,4 +92,18 @@ def gemma_section() -> list[str]:
                        + f" | {rest:.1f} s | {m['wall_s']:.1f} s | {v['held']} of {v['held'] + v['failed']} "
                        f"({len(m['rounds'])} rounds) |")
         out += ["", f"File: `{ph['_file']}`. Machine: {fmt_machine(ph['machine'])}.", ""]
+    pairs = load_results("speed/chunk/phases_n*.json")
+    if pairs:
+        out += [("The same whole SmolLM2 edit at two commits, back to back on one machine: before and after the "
+                 "target loop's rows were cut after the last column their loss reads (`src/memit/chunk.py`); "
+                 "`python benchmarks/phases_by_model.py --n N --models smollm2-135m` from a checkout of each "
+                 "commit:"), "",
+                "| N | commit | steps/fact | targets | keys | verify | whole edit | held |", "|---" * 8 + "|"]
+        for ph in sorted(pairs, key=lambda r: (r["n"], r["_file"])):
+            m, t = ph["models"][0], ph["models"][0]["phases_s"]
+            v = m["verification"]
+            out.append(f"| {ph['n']} | {str(ph['machine'].get('commit'))[:7]} | {m['steps_per_fact']:.1f} | "
+                       + " | ".join(f"{t.get(k, 0.0):.1f} s" for k in ("targets", "keys", "verify"))
+                       + f" | {m['wall_s']:.1f} s | {v['held']} of {v['held'] + v['failed']} |")
+        out += ["", fmt_files(pairs), ""]
     return out

@@ -30,6 +30,17 @@ from memit.weights import input_device
 SEPARATE_KL_TOKENS = 64
 
 
+def cache_rows(cache, rows: torch.Tensor):
+    """The key/value cache of batch rows ``rows`` (repeats allowed): a copy, since a forward pass
+    appends to the cache it is given."""
+    out = copy.copy(cache)  # shallow: each pass appends to its own copy of the layer list
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    for layer in out.layers:
+        r = rows.to(layer.keys.device)  # each layer's cache lives with its layer
+        layer.keys, layer.values = layer.keys[r], layer.values[r]
+    return out
+
+
 class _Rows:
     """Rows aligned so that the subject's last token is column ``p`` of every row, row ``r`` cut
     after ``p + keep[r]`` columns, with the key/value cache of columns < p and the output of block
@@ -67,15 +78,7 @@ class _Rows:
         return known[:, 0]
 
     def _cache(self, rows: torch.Tensor):
-        """The prefix cache for ``rows``: a copy, since a forward pass appends to it."""
-        if self.cache is None:
-            return None
-        cache = copy.copy(self.cache)  # shallow: each pass appends to its own copy of the layer list
-        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
-        for layer in cache.layers:
-            r = rows.to(layer.keys.device)  # each layer's cache lives with its layer
-            layer.keys, layer.values = layer.keys[r], layer.values[r]
-        return cache
+        return None if self.cache is None else cache_rows(self.cache, rows)
 
     def run(self, model, arch: Arch, layer: int, live: list[int], add) -> tuple[list[int], torch.Tensor]:
         """The rows of the requests ``live`` and the last hidden states of their suffix columns,
