@@ -94,10 +94,11 @@ def gemma_section() -> list[str]:
         out += ["", f"File: `{ph['_file']}`. Machine: {fmt_machine(ph['machine'])}.", ""]
     pairs = load_results("speed/chunk/phases_n*.json")
     if pairs:
-        out += [("The same whole SmolLM2 edit at two commits, back to back on one machine: before and after the "
-                 "target loop's rows were cut after the last column their loss reads (`src/memit/chunk.py`); "
-                 "`python benchmarks/phases_by_model.py --n N --models smollm2-135m` from a checkout of each "
-                 "commit:"), "",
+        out += [("The same whole SmolLM2 edit at successive commits, back to back on one machine, from a checkout of "
+                 "each (`python benchmarks/phases_by_model.py --n N --models smollm2-135m`). 4fe8997: before; "
+                 "706972c: the target loop's rows cut after the last column their loss reads, KL rows in a pass of "
+                 "their own when that saves many columns (`src/memit/chunk.py`); b931749: verification runs each "
+                 "context prefix once, as a cache (`src/memit/verify.py`). Only float summation order differs:"), "",
                 "| N | commit | steps/fact | targets | keys | verify | whole edit | held |", "|---" * 8 + "|"]
         for ph in sorted(pairs, key=lambda r: (r["n"], r["_file"])):
             m, t = ph["models"][0], ph["models"][0]["phases_s"]

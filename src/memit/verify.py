@@ -49,7 +49,8 @@ def scores_behind(model, tokenizer, pairs: list[tuple[str, str]], batch_tokens: 
     tokens every row shares (up to the first position whose logits are read) run once, as a
     key/value cache; each row runs only the rest. Behind a prefix of ten tokens that is about half
     of every row. As in ``target_scores``, a one-token target is read from the row of another
-    pair with the same prompt tokens."""
+    pair with the same prompt tokens (that grouping is written twice on purpose: the source of
+    eval/metrics.py is part of the key of every cached and seeded unedited score)."""
     encs = [encode(tokenizer, p, t, where=f"prompt {p!r}") for p, t in pairs]
     stem = encs[0].ids
     m = min(e.n_prompt - 1 for e in encs)
