@@ -71,7 +71,7 @@ def main() -> None:
         nll, kl, _ = chunk.forward(model, arch, live, add)
         (nll.sum() + kl.logsumexp(-1).sum() * 0).backward()
 
-    loss_positions = len(chunk.tgt) + len(reqs)
+    loss_positions = sum(len(tgt) for _, _, tgt in chunk.loss) + len(reqs)  # target predictions, one per KL row
     hidden = torch.randn(loss_positions, d, requires_grad=True)
 
     def head():
@@ -94,24 +94,25 @@ def main() -> None:
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
     total_us = sum(e.self_cpu_time_total for e in prof.key_averages())
 
-    # FLOPs of the matrix products, from the shapes.
-    rows_n, width = chunk.ids.shape
-    real_tokens = int(chunk.mask[:, chunk.p:].sum())
+    # FLOPs of the matrix products, from the shapes of each pass (the KL rows may run apart).
+    rows_n = sum(part.ids.shape[0] for part in chunk.parts)
+    width = max(part.ids.shape[1] for part in chunk.parts)
+    real_tokens = sum(int(part.mask[:, part.p:].sum()) for part in chunk.parts)
     head_dim = getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads
     q, kv = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
     per_block = d * q * 2 + d * kv * 2 + 3 * d * cfg.intermediate_size  # q,o + k,v + gate,up,down
     blocks = cfg.num_hidden_layers
     above = blocks - layer - 1
-    padded = rows_n * width
+    padded = sum(part.ids.numel() for part in chunk.parts)
     vocab = model.get_output_embeddings().weight.shape[0]
     fwd = 2 * padded * per_block * above + 2 * loss_positions * vocab * d  # blocks ≤ layer: cached
     bwd = 2 * padded * per_block * above + 2 * loss_positions * vocab * d
-    attn = 4 * padded * (chunk.mask.shape[1]) * q * 2 * above
+    attn = sum(4 * part.ids.numel() * part.mask.shape[1] * q * 2 * above for part in chunk.parts)
     flops = fwd + bwd + attn
     peak = matmul_gflops()
     res = {
         "model": args.model, "vocab": vocab, "blocks_above": above, "n_requests": len(reqs), "rows": rows_n, "suffix_width": width, "suffix_tokens_padded": padded,
-        "suffix_tokens_real": real_tokens, "prefix_tokens_cached": chunk.p, "loss_positions": loss_positions,
+        "suffix_tokens_real": real_tokens, "prefix_tokens_cached": max(part.p for part in chunk.parts), "loss_positions": loss_positions,
         "step_wall_s": wall, "lm_head_s": head_wall, "lm_head_share": head_wall / wall, "gflop_per_step": flops / 1e9, "matmul_peak_gflops": peak,
         "lower_bound_s": flops / 1e9 / peak, "achieved_gflops": flops / 1e9 / wall,
         "top_ops": [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6,

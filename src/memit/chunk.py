@@ -110,7 +110,7 @@ class Chunk:
 
     def __init__(self, model, arch: Arch, layer: int, encs: list[Encoded], per_req: int, pad_id: int,
                  pre_norm: bool = False):
-        self.per_req, self.arch, self.layer = per_req, arch, layer
+        self.layer = layer
         kl = set(range(per_req - 1, len(encs), per_req))
         # a rewriting row up to the prediction of its target's last token; a KL row, its subject's last token
         need = [1 if r in kl else len(e.ids) - 1 - e.subject_last for r, e in enumerate(encs)]

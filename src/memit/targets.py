@@ -142,10 +142,8 @@ def _optimise(model, arch, chunk: Chunk, results: list[_Result], hp, bar, ref_no
     m, v = torch.zeros_like(delta), torch.zeros_like(delta)
     h = chunk.h.detach().float().to(device)  # bare prompt, before any δ
     pre = chunk.y is not None  # δ in units of rms(y) on the MLP output y before the norm (see Chunk)
-    y0, unit = torch.zeros(k, d_model, device=device), torch.ones(k, 1, device=device)
-    if pre:
-        y0 = chunk.y.detach().float().to(device)
-        unit = y0.pow(2).mean(1, keepdim=True).sqrt()
+    y0 = chunk.y.detach().float().to(device) if pre else None
+    unit = y0.pow(2).mean(1, keepdim=True).sqrt() if pre else None
     lr = hp.v_lr_post_norm if pre else hp.v_lr
     # the clamp as one number for all: √d for δ on y in rms units (c·√d is c·‖y‖), or the typical norm
     fixed = d_model ** 0.5 if pre else ref_norm
